@@ -1,0 +1,24 @@
+"""bncourse: the reference library of an open textbook on batch normalization.
+
+Modules, one job each:
+
+=====================  ==========================================================
+``scaling``            standardization, min-max, PCA and ZCA whitening
+``bn_numpy``           batch norm forward and backward (staged, closed form) in NumPy
+``functional``         batch norm as a PyTorch function, from scratch
+``nn``                 ``BatchNorm1d`` and ``BatchNorm2d`` modules, drop-in for ``torch.nn``
+``running_stats``      moving averages, momentum conventions, bias and Bessel corrections
+``gradcheck``          finite-difference gradient checks
+``data``               bundled, synthetic and Fashion-MNIST data (no network needed)
+``models``             MLP and LeNet with or without batch norm
+``train``              a small training loop with a progress bar
+``plots``              plotting helpers
+``repro``              seeding and device selection
+``checks``             self-checks for the exercises
+``grading``            the batch grader behind ``bncourse grade``
+=====================  ==========================================================
+"""
+from .repro import get_device, seed_everything
+
+__version__ = "0.1.0"
+__all__ = ["seed_everything", "get_device", "__version__"]

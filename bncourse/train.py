@@ -1,0 +1,137 @@
+"""A small, readable training loop: seeded, device-agnostic, with a progress bar.
+
+    history = train(model, train_loader, epochs=3, lr=0.1, test_loader=test_loader)
+    history.step_loss      # one value per optimisation step
+    history.epoch_test_acc # one value per epoch
+
+Classification with cross-entropy; plain SGD by default (the course's experiments use it).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from .repro import get_device
+
+__all__ = ["History", "train", "evaluate", "accuracy"]
+
+
+@dataclass
+class History:
+    """What :func:`train` records. Step lists have one entry per optimisation step."""
+    step_loss: list[float] = field(default_factory=list)
+    step_acc: list[float] = field(default_factory=list)
+    eval_steps: list[int] = field(default_factory=list)       # step index of each evaluation
+    eval_test_acc: list[float] = field(default_factory=list)
+    epoch_train_loss: list[float] = field(default_factory=list)
+    epoch_train_acc: list[float] = field(default_factory=list)
+    epoch_test_loss: list[float] = field(default_factory=list)
+    epoch_test_acc: list[float] = field(default_factory=list)
+    seconds: float = 0.0
+    examples: int = 0
+
+    @property
+    def examples_per_second(self) -> float:
+        return self.examples / self.seconds if self.seconds > 0 else float("nan")
+
+    @property
+    def diverged(self) -> bool:
+        return any(not torch.isfinite(torch.tensor(v)) for v in self.step_loss)
+
+
+def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
+    """Fraction of rows of ``logits: (N, K)`` whose argmax equals ``labels: (N,)``."""
+    return (logits.argmax(dim=1) == labels).float().mean().item()
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader, device=None) -> tuple[float, float]:
+    """Mean cross-entropy loss and accuracy over ``loader``, in eval mode (running statistics).
+
+    The model's previous mode (train or eval) is restored afterwards.
+    """
+    device = device or next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    loss_sum, correct, count = 0.0, 0, 0
+    for x, y in loader:
+        x, y = x.to(device), y.to(device)
+        logits = model(x)
+        loss_sum += nn.functional.cross_entropy(logits, y, reduction="sum").item()
+        correct += (logits.argmax(dim=1) == y).sum().item()
+        count += len(y)
+    model.train(was_training)
+    return loss_sum / count, correct / count
+
+
+def train(model: nn.Module, train_loader, *, epochs: int = 1, lr: float = 0.1, test_loader=None,
+          optimizer: torch.optim.Optimizer | None = None, device=None, eval_every: int | None = None,
+          max_steps: int | None = None, progress: bool = True, desc: str = "training",
+          on_step: Callable[[int, nn.Module], None] | None = None) -> History:
+    """Train ``model`` with cross-entropy and SGD (or ``optimizer``), recording a :class:`History`.
+
+    Args:
+        model: maps (N, ...) inputs to (N, K) logits; moved to ``device``.
+        train_loader, test_loader: iterables of ``(x, y)`` batches.
+        epochs, lr: as usual; ``lr`` is ignored when ``optimizer`` is given.
+        device: ``None`` picks CUDA when present, else CPU.
+        eval_every: also evaluate test accuracy every this many steps (for accuracy-vs-step plots).
+        max_steps: stop after this many optimisation steps.
+        progress: show a tqdm progress bar over steps.
+        on_step: called as ``on_step(step, model)`` after every step (e.g. to record activations).
+
+    Training stops early, with ``history.diverged`` True, if the loss becomes NaN or infinite.
+    """
+    device = torch.device(device) if device is not None else get_device()
+    model.to(device)
+    opt = optimizer or torch.optim.SGD(model.parameters(), lr=lr)
+    hist = History()
+    total = epochs * len(train_loader) if hasattr(train_loader, "__len__") else None
+    if max_steps is not None and total is not None:
+        total = min(total, max_steps)
+    bar = tqdm(total=total, desc=desc, disable=not progress, leave=False)
+    step = 0
+    start = time.perf_counter()
+    for _epoch in range(epochs):
+        model.train()
+        loss_sum, correct, count = 0.0, 0, 0
+        for x, y in train_loader:
+            x, y = x.to(device), y.to(device)
+            logits = model(x)
+            loss = nn.functional.cross_entropy(logits, y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            step += 1
+            value = loss.item()
+            batch_correct = (logits.argmax(dim=1) == y).sum().item()
+            hist.step_loss.append(value)
+            hist.step_acc.append(batch_correct / len(y))
+            loss_sum += value * len(y)
+            correct += batch_correct
+            count += len(y)
+            hist.examples += len(y)
+            if on_step is not None:
+                on_step(step, model)
+            if eval_every and test_loader is not None and step % eval_every == 0:
+                hist.eval_steps.append(step)
+                hist.eval_test_acc.append(evaluate(model, test_loader, device)[1])
+            bar.update(1)
+            if not torch.isfinite(loss) or (max_steps is not None and step >= max_steps):
+                break
+        hist.epoch_train_loss.append(loss_sum / max(count, 1))
+        hist.epoch_train_acc.append(correct / max(count, 1))
+        if test_loader is not None:
+            test_loss, test_acc = evaluate(model, test_loader, device)
+            hist.epoch_test_loss.append(test_loss)
+            hist.epoch_test_acc.append(test_acc)
+        if hist.diverged or (max_steps is not None and step >= max_steps):
+            break
+    hist.seconds = time.perf_counter() - start
+    bar.close()
+    return hist
