@@ -1,0 +1,548 @@
+"""The self-check framework: one line after each exercise tells the student what is wrong.
+
+A chapter's checks live in ``bncourse/checks/chN_topic.py``. Every module of this package whose
+name starts with ``ch`` is imported automatically by ``bncourse.checks``, so a chapter author only
+drops a module in. In the notebook::
+
+    from bncourse.checks import check
+    check("bn_forward", batchnorm_forward)        # prints "✓ bn_forward: 4 cases passed" or raises
+
+How an exercise is checked
+--------------------------
+An :class:`Exercise` has three methods, deliberately split so that the batch grader
+(``bncourse grade``) can run them in different processes:
+
+``cases(rng)``
+    Draw the inputs. ``rng`` is a seeded :class:`numpy.random.Generator`; return a list of dicts
+    whose values are ndarrays or plain scalars (``float``, ``int``, ``bool``, ``str``, ``None``).
+    The self-check uses a fixed seed; the grader draws a fresh one at grading time.
+``run(fn, case)``
+    Call the student's code (``fn`` is whatever the student passed: a function, or a class for a
+    module exercise) and return a flat dict of results: ndarrays or plain scalars, nothing else.
+    It runs where the student's code lives (the notebook kernel), so it must not call the
+    reference implementation (the grader poisons it there, see ``references``) and must not
+    judge anything. Turn tensors into arrays here (``t.detach().numpy()``); pass through whatever
+    the student returned otherwise, so that :func:`expect_array` can complain about it. It may
+    raise :class:`CheckFailure` for a malformed return value ("must return a tuple (out, cache)").
+``verify(case, result)``
+    Runs in the checker's own process (in the grader: the grader's process, never the student's
+    kernel). Compute the reference and compare with :func:`expect_array` / :func:`expect_scalar`,
+    raising :class:`CheckFailure` with a message in the student's terms. Pass ``mistakes``: a
+    dict ``{message: what that mistake would have produced}``; when the values are wrong and
+    match one of them, that message is reported.
+
+Worked example
+--------------
+::
+
+    import numpy as np
+    from bncourse.checks.core import Exercise, register, CheckFailure, expect_array
+
+    def _normalize(x, eps, ddof=0, axis=0):
+        mu = x.mean(axis=axis, keepdims=True)
+        return (x - mu) / np.sqrt(x.var(axis=axis, ddof=ddof, keepdims=True) + eps)
+
+    @register
+    class Standardize(Exercise):
+        name = "standardize"                     # check("standardize", standardize)
+        title = "standardize each feature of a batch"
+        references = ("bncourse.scaling:StandardScaler",)   # the student must not call these
+
+        def cases(self, rng):
+            return [{"x": rng.normal(3.0, 2.0, size=(n, 4)), "eps": eps}
+                    for n, eps in ((8, 1e-5), (5, 0.1))]
+
+        def run(self, fn, case):
+            return {"out": fn(case["x"], case["eps"])}
+
+        def verify(self, case, result):
+            x, eps = case["x"], case["eps"]
+            expect_array("out", result["out"], _normalize(x, eps), rtol=1e-6, atol=1e-8, mistakes={
+                "you used the unbiased variance (ddof=1); use the biased 1/N one": _normalize(x, eps, ddof=1),
+                "you took the statistics per sample (axis=1) instead of per feature (axis=0)":
+                    _normalize(x, eps, axis=1),
+            })
+
+What the student sees on failure (a :class:`CheckFailure`, so nbgrader and nbval see an error)::
+
+    CheckFailure: ✗ standardize (standardize each feature of a batch), case 1 of 2
+    [x: (8, 4) float64, eps=1e-05]: out is wrong: you used the unbiased variance (ddof=1); ...
+
+Rules that :func:`expect_array` enforces, in this order: the value is a plain ``numpy.ndarray``
+(not a list, a tensor, a subclass or an object whose ``==`` is always true), its dtype, its shape
+(a named mistake that explains a wrong shape is reported), finite values, then the values.
+
+:func:`check` stops an infinite loop after ``timeout`` seconds (SIGALRM in the main thread; a
+``threading.Timer`` + ``_thread.interrupt_main`` where there is no SIGALRM). ``NotImplementedError``
+from an unsolved exercise is re-raised unchanged, so a handed-out notebook fails only with it.
+"""
+from __future__ import annotations
+
+import _thread
+import contextlib
+import json
+import signal
+import threading
+import zlib
+from typing import Any, Callable, Iterator, Mapping
+
+import numpy as np
+
+__all__ = [
+    "CheckFailure",
+    "CheckTimeout",
+    "Exercise",
+    "Opaque",
+    "REGISTRY",
+    "check",
+    "describe_case",
+    "describe_value",
+    "diagnose",
+    "default_seed",
+    "expect",
+    "expect_array",
+    "expect_scalar",
+    "get_exercise",
+    "make_cases",
+    "register",
+    "run_cases",
+    "time_limit",
+    "verify_results",
+]
+
+#: name -> Exercise subclass, filled by :func:`register`.
+REGISTRY: dict[str, type["Exercise"]] = {}
+#: chapter module -> "ExcType: message" for chapter modules that failed to import.
+IMPORT_ERRORS: dict[str, str] = {}
+
+
+class CheckFailure(AssertionError):
+    """The student's answer is wrong; the message says how, in the student's terms."""
+
+
+class CheckTimeout(CheckFailure):
+    """The student's code ran longer than the time limit (probably an infinite loop)."""
+
+
+class _Alarm(BaseException):
+    # Raised inside the student's code by the timer. A BaseException, so that a student's
+    # ``except Exception:`` inside a loop cannot swallow it; turned into CheckTimeout outside.
+    pass
+
+
+class Opaque:
+    """Stands for a value that could not travel as a plain array (the grader's wire format)."""
+
+    def __init__(self, type_name: str, text: str = ""):
+        self.type_name = type_name
+        self.text = text
+
+    def __repr__(self) -> str:
+        return f"<{self.type_name}>"
+
+
+# --------------------------------------------------------------------------------------------
+# Exercises and the registry
+# --------------------------------------------------------------------------------------------
+class Exercise:
+    """Base class of an auto-checked exercise; see the module docstring for the contract."""
+
+    #: what students type: ``check(name, fn)``; letters, digits and ``_``; unique across chapters.
+    name: str = ""
+    #: one line shown in messages.
+    title: str = ""
+    #: ``"module:attribute"`` of reference implementations the student's code must not call
+    #: (functions or classes). The grader poisons them inside the student's kernel before ``run``.
+    references: tuple[str, ...] = ()
+
+    def cases(self, rng: np.random.Generator) -> list[dict]:
+        raise NotImplementedError
+
+    def run(self, fn: Any, case: dict) -> dict:
+        raise NotImplementedError
+
+    def verify(self, case: dict, result: dict) -> None:
+        raise NotImplementedError
+
+
+def register(cls: type[Exercise]) -> type[Exercise]:
+    """Class decorator: make an :class:`Exercise` available to :func:`check` and the grader."""
+    name = getattr(cls, "name", "")
+    if not isinstance(name, str) or not name.isidentifier():
+        raise ValueError(f"{cls.__qualname__}.name must be an identifier-like string, got {name!r}")
+    old = REGISTRY.get(name)
+    if old is not None and (old.__module__, old.__qualname__) != (cls.__module__, cls.__qualname__):
+        raise ValueError(
+            f"exercise name {name!r} is registered twice: by {old.__module__}.{old.__qualname__} and by "
+            f"{cls.__module__}.{cls.__qualname__}; pick another name"
+        )
+    REGISTRY[name] = cls
+    return cls
+
+
+def get_exercise(name: str) -> Exercise:
+    """A fresh instance of the registered exercise ``name`` (KeyError with the known names)."""
+    try:
+        return REGISTRY[name]()
+    except KeyError:
+        known = ", ".join(sorted(REGISTRY)) or "none"
+        extra = ""
+        if IMPORT_ERRORS:
+            extra = "; these check modules failed to import: " + "; ".join(
+                f"{m}: {e}" for m, e in sorted(IMPORT_ERRORS.items()))
+        raise KeyError(f"no exercise called {name!r} (known: {known}){extra}") from None
+
+
+def default_seed(name: str) -> int:
+    """The fixed seed of the self-check for exercise ``name`` (stable across runs and machines)."""
+    return zlib.crc32(name.encode("utf-8"))
+
+
+def make_cases(ex: Exercise, seed: int) -> list[dict]:
+    cases = ex.cases(np.random.default_rng(seed))
+    if not cases:
+        raise ValueError(f"exercise {ex.name!r} produced no cases")
+    return cases
+
+
+# --------------------------------------------------------------------------------------------
+# Describing values in the student's terms
+# --------------------------------------------------------------------------------------------
+def describe_value(v: Any) -> str:
+    if isinstance(v, Opaque):
+        return f"a {v.type_name}"
+    if v is None:
+        return "None"
+    t = type(v)
+    mod = t.__module__
+    if mod.startswith("torch") and t.__name__ in ("Tensor", "Parameter"):
+        return f"a torch.Tensor of shape {tuple(v.shape)}"
+    if isinstance(v, np.ndarray):
+        return f"a {mod}.{t.__qualname__} of shape {v.shape} and dtype {v.dtype}"
+    if isinstance(v, (list, tuple)):
+        return f"a {t.__name__} of length {len(v)}"
+    if isinstance(v, (bool, int, float, complex, np.generic)):
+        return f"a {t.__name__} ({v!r})"
+    return f"an object of type {mod}.{t.__qualname__}" if mod != "builtins" else f"a {t.__name__}"
+
+
+def describe_case(case: Mapping[str, Any]) -> str:
+    parts = []
+    for k, v in case.items():
+        if isinstance(v, np.ndarray):
+            parts.append(f"{k}: {v.shape} {v.dtype}")
+        elif isinstance(v, float):
+            parts.append(f"{k}={v:g}")
+        else:
+            parts.append(f"{k}={v!r}")
+    return ", ".join(parts)
+
+
+# --------------------------------------------------------------------------------------------
+# Comparisons
+# --------------------------------------------------------------------------------------------
+def expect(condition: bool, message: str) -> None:
+    """Raise :class:`CheckFailure` with ``message`` unless ``condition`` holds."""
+    if not condition:
+        raise CheckFailure(message)
+
+
+def _resolve(candidate: Any) -> Any:
+    return candidate() if callable(candidate) else candidate
+
+
+def diagnose(got: np.ndarray, want: Any, mistakes: Mapping[str, Any] | None, *, rtol: float = 1e-6,
+             atol: float = 1e-8) -> str | None:
+    """The message of the first mistake whose outcome matches ``got``, or None.
+
+    ``mistakes`` maps a message to what that mistake produces (an array, or a zero-argument callable
+    returning one, computed only when needed). A mistake whose outcome equals ``want`` for this case
+    cannot be told apart from the right answer and is skipped.
+    """
+    if not mistakes:
+        return None
+    got = np.asarray(got)
+    want = np.asarray(want)
+    for message, candidate in mistakes.items():
+        try:
+            cand = np.asarray(_resolve(candidate))
+        except Exception:  # a mistake that cannot even be computed for this case cannot match
+            continue
+        if cand.shape != got.shape:
+            continue
+        if cand.shape == want.shape and np.allclose(cand, want, rtol=rtol, atol=atol, equal_nan=True):
+            continue
+        with np.errstate(all="ignore"):
+            if np.allclose(got, cand, rtol=rtol, atol=atol, equal_nan=True):
+                return message
+    return None
+
+
+def _check_plain_array(name: str, got: Any) -> None:
+    if type(got) is np.ndarray:
+        return
+    if isinstance(got, np.ndarray):
+        raise CheckFailure(
+            f"{name} is a {type(got).__module__}.{type(got).__qualname__}, a subclass of numpy.ndarray; "
+            f"return a plain numpy.ndarray (np.asarray(...))")
+    t = type(got)
+    if isinstance(got, Opaque):
+        tn = got.type_name
+    else:
+        tn = f"{t.__module__}.{t.__qualname__}" if t.__module__ != "builtins" else t.__name__
+    if got is None:
+        hint = "did you forget a return statement?"
+    elif tn.startswith("torch") or tn.endswith("Tensor"):
+        hint = "this exercise works in NumPy; convert with .detach().numpy() or use NumPy operations"
+    elif tn in ("list", "tuple"):
+        hint = "build it with NumPy operations (or np.array(...)) instead of a Python " + tn
+    elif tn in ("float", "int", "bool", "complex") or tn.startswith("numpy.float") or tn.startswith("numpy.int"):
+        hint = "you returned a single number; keep the array (check which axis you reduced over)"
+    else:
+        hint = "return a plain numpy.ndarray"
+    raise CheckFailure(f"{name} is {describe_value(got)}, expected a numpy.ndarray: {hint}")
+
+
+def expect_array(name: str, got: Any, want: Any, *, rtol: float = 1e-6, atol: float = 1e-8,
+                 mistakes: Mapping[str, Any] | None = None, dtype: Any = None) -> None:
+    """Check a result array: type, dtype, shape, finiteness, then values (naming known mistakes).
+
+    Args:
+        name: what the student calls this result (``"out"``, ``"dx"``, ``"running_var"``).
+        got: the student's value.
+        want: the reference (array-like).
+        rtol, atol: tolerance of ``np.allclose(got, want)``; also used to match mistakes.
+        mistakes: ``{message: outcome}``; outcome is an array or a zero-argument callable.
+        dtype: the required dtype (default: the dtype of ``want``).
+    """
+    want = np.asarray(want)
+    _check_plain_array(name, got)
+    expected_dtype = np.dtype(dtype) if dtype is not None else want.dtype
+    if got.dtype != expected_dtype:
+        hint = ""
+        if got.dtype.kind == "f" and expected_dtype.kind == "f" and got.itemsize < expected_dtype.itemsize:
+            hint = " (something converted to lower precision; keep the input's dtype)"
+        elif got.dtype.kind in "iub" and expected_dtype.kind == "f":
+            hint = " (integer or boolean result: check for integer division or a comparison)"
+        elif got.dtype == object:
+            hint = " (an array of Python objects: build it with NumPy operations)"
+        raise CheckFailure(f"{name} has dtype {got.dtype}, expected {expected_dtype}{hint}")
+    if got.shape != want.shape:
+        message = diagnose(got, want, mistakes, rtol=rtol, atol=atol)
+        if message:
+            raise CheckFailure(f"{name} has shape {got.shape} instead of {want.shape}: {message}")
+        raise CheckFailure(f"{name} has shape {got.shape}, expected {want.shape}")
+    with np.errstate(all="ignore"):
+        if np.allclose(got, want, rtol=rtol, atol=atol, equal_nan=True):
+            return
+    message = diagnose(got, want, mistakes, rtol=rtol, atol=atol)
+    if message:
+        raise CheckFailure(f"{name} is wrong: {message}")
+    bad_nonfinite = ~np.isfinite(got) & np.isfinite(want)
+    if bad_nonfinite.any():
+        idx = tuple(int(i) for i in np.argwhere(bad_nonfinite)[0])
+        raise CheckFailure(
+            f"{name} contains {int(bad_nonfinite.sum())} NaN/inf value(s) where the answer is finite, "
+            f"first at index {idx} (a division by zero or the square root of a negative number?)")
+    with np.errstate(all="ignore"):
+        err = np.abs(got - want) - (atol + rtol * np.abs(want))
+    err = np.where(np.isnan(err), np.inf, err)
+    idx = np.unravel_index(int(np.argmax(err)), got.shape) if got.ndim else ()
+    n_bad = int((err > 0).sum())
+    idx_t = tuple(int(i) for i in idx)
+    raise CheckFailure(
+        f"{name} has wrong values: {n_bad} of {got.size} entries differ beyond rtol={rtol:g}, atol={atol:g}; "
+        f"the worst at index {idx_t}: got {got[idx].item()!r}, expected {want[idx].item()!r}")
+
+
+def expect_scalar(name: str, got: Any, want: float, *, rtol: float = 1e-6, atol: float = 1e-8,
+                  mistakes: Mapping[str, Any] | None = None) -> None:
+    """Check a single number (a Python or NumPy real scalar, not an array or a bool)."""
+    if isinstance(got, bool) or not isinstance(got, (int, float, np.integer, np.floating)):
+        raise CheckFailure(f"{name} is {describe_value(got)}, expected a single number")
+    if np.isclose(float(got), float(want), rtol=rtol, atol=atol):
+        return
+    message = diagnose(np.asarray(float(got)), np.asarray(float(want)), mistakes, rtol=rtol, atol=atol)
+    if message:
+        raise CheckFailure(f"{name} is wrong: {message}")
+    raise CheckFailure(f"{name} is {float(got)!r}, expected {float(want)!r}")
+
+
+# --------------------------------------------------------------------------------------------
+# Time limits
+# --------------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def time_limit(seconds: float | None, message: str = "time limit exceeded") -> Iterator[None]:
+    """Raise :class:`CheckTimeout` (``message``) if the body runs longer than ``seconds``.
+
+    Uses SIGALRM when called in the main thread of a POSIX process (the alarm repeats every 0.25 s,
+    so code that catches the first one still stops), else a ``threading.Timer`` that calls
+    ``_thread.interrupt_main``. Neither can interrupt a single long C call; the grader has its own
+    per-cell limit for that. Off the main thread without SIGALRM there is no limit.
+    """
+    if not seconds or seconds <= 0:
+        yield
+        return
+    main = threading.current_thread() is threading.main_thread()
+    if main and hasattr(signal, "SIGALRM"):
+        def _handler(signum, frame):
+            raise _Alarm()
+
+        old_handler = signal.signal(signal.SIGALRM, _handler)
+        signal.setitimer(signal.ITIMER_REAL, seconds, 0.25)
+        try:
+            yield
+        except _Alarm:
+            raise CheckTimeout(message) from None
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, old_handler)
+    elif main:
+        fired = threading.Event()
+
+        def _fire():
+            fired.set()
+            _thread.interrupt_main()
+
+        timer = threading.Timer(seconds, _fire)
+        timer.daemon = True
+        timer.start()
+        try:
+            yield
+        except KeyboardInterrupt:
+            if fired.is_set():
+                raise CheckTimeout(message) from None
+            raise
+        finally:
+            timer.cancel()
+    else:
+        yield
+
+
+# --------------------------------------------------------------------------------------------
+# Running and verifying
+# --------------------------------------------------------------------------------------------
+def _copy_case(case: Mapping[str, Any]) -> dict:
+    return {k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in case.items()}
+
+
+def run_cases(ex: Exercise, fn: Any, cases: list[dict], *, timeout: float | None = 5.0) -> list[dict]:
+    """Call ``ex.run(fn, case)`` for every case, inside one time limit.
+
+    Each call gets its own copy of the inputs. ``NotImplementedError`` and :class:`CheckFailure`
+    propagate unchanged; any other exception becomes a :class:`CheckFailure` that names it.
+    """
+    results = []
+    where = f"{ex.name} ({ex.title})"
+    with time_limit(timeout, f"✗ {where}: your code was stopped after {timeout:g} s; it is probably stuck "
+                             f"in an infinite loop (check the loop conditions) or far too slow"):
+        for i, case in enumerate(cases):
+            try:
+                results.append(ex.run(fn, _copy_case(case)))
+            except (NotImplementedError, CheckTimeout, _Alarm):
+                raise
+            except CheckFailure as e:
+                raise CheckFailure(
+                    f"✗ {where}, case {i + 1} of {len(cases)} [{describe_case(case)}]: {e}") from None
+            except Exception as e:
+                raise CheckFailure(
+                    f"✗ {where}, case {i + 1} of {len(cases)} [{describe_case(case)}]: your code raised "
+                    f"{type(e).__name__}: {e}") from e
+    return results
+
+
+def verify_results(ex: Exercise, cases: list[dict], results: list[Any]) -> None:
+    """Verify every case; raise :class:`CheckFailure` naming the first failing case."""
+    for i, (case, result) in enumerate(zip(cases, results)):
+        try:
+            if not isinstance(result, Mapping):
+                raise CheckFailure(f"internal: run() returned {describe_value(result)}, not a dict")
+            ex.verify(case, result)
+        except CheckFailure as e:
+            raise CheckFailure(
+                f"✗ {ex.name} ({ex.title}), case {i + 1} of {len(cases)} [{describe_case(case)}]: {e}"
+            ) from None
+
+
+def check(name: str, fn: Any, timeout: float = 5.0, seed: int | None = None, *, quiet: bool = False) -> None:
+    """Check the student's ``fn`` for exercise ``name``; print one pass line or raise CheckFailure.
+
+    Args:
+        name: the exercise, e.g. ``"bn_forward"``.
+        fn: the student's function (or class, for a module exercise).
+        timeout: seconds before the student's code is stopped (infinite loop).
+        seed: inputs seed; default: a fixed seed per exercise (the grader passes a fresh one).
+        quiet: do not print the pass line.
+    """
+    ex = get_exercise(name)
+    cases = make_cases(ex, default_seed(name) if seed is None else seed)
+    results = run_cases(ex, fn, cases, timeout=timeout)
+    verify_results(ex, cases, results)
+    if not quiet:
+        print(f"✓ {name}: {len(cases)} cases passed")
+
+
+# --------------------------------------------------------------------------------------------
+# Wire format between the grader and the student's kernel: npz arrays (no pickle) + JSON scalars
+# --------------------------------------------------------------------------------------------
+_PLAIN_SCALARS = (bool, int, float, str, type(None))
+
+
+def to_wire(records: list[Mapping[str, Any]]) -> tuple[dict[str, np.ndarray], str]:
+    """Split a list of flat dicts into npz-able numeric arrays and a JSON string for the rest.
+
+    Anything that is not a plain numeric ndarray or a plain scalar travels as its type name only.
+    """
+    arrays: dict[str, np.ndarray] = {}
+    meta: list[dict] = []
+    for i, rec in enumerate(records):
+        m: dict[str, Any] = {}
+        for k, v in rec.items():
+            key = f"{i}__{k}"
+            if type(v) is np.ndarray and v.dtype.kind in "biufc":
+                arrays[key] = v
+                m[k] = {"array": key}
+            elif type(v) in _PLAIN_SCALARS:
+                if isinstance(v, float) and not np.isfinite(v):
+                    m[k] = {"float": repr(v)}
+                else:
+                    m[k] = {"value": v}
+            elif isinstance(v, np.generic) and type(v).__module__ == "numpy" and v.dtype.kind in "biuf":
+                m[k] = {"value": v.item() if np.isfinite(v) else repr(float(v)), "numpy": v.dtype.str}
+            else:
+                t = type(v)
+                tn = f"{t.__module__}.{t.__qualname__}" if t.__module__ != "builtins" else t.__name__
+                if type(v) is np.ndarray:
+                    tn = f"numpy.ndarray of dtype {v.dtype}"
+                m[k] = {"opaque": tn}
+        meta.append(m)
+    return arrays, json.dumps(meta)
+
+
+def from_wire(arrays: Mapping[str, np.ndarray], meta_json: str) -> list[dict]:
+    """Inverse of :func:`to_wire`; non-plain values come back as :class:`Opaque`."""
+    meta = json.loads(meta_json)
+    if not isinstance(meta, list):
+        raise ValueError("malformed results")
+    out = []
+    for m in meta:
+        rec: dict[str, Any] = {}
+        for k, spec in m.items():
+            if "array" in spec:
+                a = arrays[spec["array"]]
+                if type(a) is not np.ndarray or a.dtype.kind not in "biufc":
+                    raise ValueError("malformed results")
+                rec[k] = a
+            elif "float" in spec:
+                rec[k] = float(spec["float"])
+            elif "value" in spec:
+                v = spec["value"]
+                if "numpy" in spec:
+                    v = np.dtype(spec["numpy"]).type(float(v) if isinstance(v, str) else v)
+                elif type(v) not in _PLAIN_SCALARS:
+                    v = Opaque(type(v).__name__)
+                rec[k] = v
+            else:
+                rec[k] = Opaque(str(spec.get("opaque", "unknown object")))
+        out.append(rec)
+    return out
