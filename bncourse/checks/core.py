@@ -316,6 +316,10 @@ def expect_array(name: str, got: Any, want: Any, *, rtol: float = 1e-6, atol: fl
         dtype: the required dtype (default: the dtype of ``want``).
     """
     want = np.asarray(want)
+    if isinstance(got, (int, float, np.number)) and not isinstance(got, (bool, np.bool_)) and want.ndim:
+        message = diagnose(np.asarray(got), want, mistakes, rtol=rtol, atol=atol)
+        if message:
+            raise CheckFailure(f"{name} is a single number instead of an array of shape {want.shape}: {message}")
     _check_plain_array(name, got)
     expected_dtype = np.dtype(dtype) if dtype is not None else want.dtype
     if got.dtype != expected_dtype:

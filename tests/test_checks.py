@@ -1,0 +1,397 @@
+"""The self-check framework and the chapter-3 checks: every known mistake gets its own message.
+
+Each test feeds a deliberately wrong implementation to ``check`` and asserts the message names
+the mistake. The wrong implementations are written here from scratch (not with the helpers of
+``bncourse.checks.ch3_batchnorm``), so the test does not agree with the checks by construction.
+"""
+from __future__ import annotations
+
+import re
+import time
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from bncourse.checks import IMPORT_ERRORS, REGISTRY, CheckFailure, CheckTimeout, check, chapter_modules
+from bncourse.checks.core import Exercise, expect_array, expect_scalar, register, time_limit
+from bncourse.checks.ch3_batchnorm import forward_mistakes
+
+
+# ----------------------------------------------------------------------------------------------
+# Configurable implementations: right by default, one mistake per flag
+# ----------------------------------------------------------------------------------------------
+def make_forward(ddof=0, axis=0, eps_mode="inside", power=0.5, center=True, params="ok", ret="tuple"):
+    def batchnorm_forward(x, gamma, beta, eps=1e-5):
+        mu = x.mean(axis=axis, keepdims=True)
+        var = ((x - mu) ** 2).sum(axis=axis, keepdims=True) / (np.prod(np.shape(x)) / np.prod(mu.shape) - ddof)
+        if eps_mode == "inside":
+            denom = (var + eps) ** power
+        elif eps_mode == "outside":
+            denom = np.sqrt(var) + eps
+        else:
+            denom = np.sqrt(var)
+        x_hat = ((x - mu) if center else x) / denom
+        out = {"ok": lambda: gamma * x_hat + beta, "swapped": lambda: beta * x_hat + gamma,
+               "no_gamma": lambda: x_hat + beta, "no_beta": lambda: gamma * x_hat,
+               "none": lambda: x_hat}[params]()
+        if ret == "tuple":
+            return out, {}
+        return out
+    return batchnorm_forward
+
+
+def make_backward(through_mean=True, through_var=True, use_gamma=True, ddof=0, axis=0,
+                  dgamma_mode="ok", dbeta_mode="ok"):
+    def batchnorm_backward(dout, x, gamma, eps=1e-5):
+        n = x.shape[axis]
+        mu = x.mean(axis=axis, keepdims=True)
+        xc = x - mu
+        var = (xc ** 2).sum(axis=axis, keepdims=True) / (n - ddof)
+        std = np.sqrt(var + eps)
+        x_hat = xc / std
+        dx_hat = dout * gamma if use_gamma else dout
+        dxc = dx_hat / std
+        if through_var:
+            dvar = (dx_hat * xc).sum(axis=axis, keepdims=True) * -0.5 * std ** -3
+            dxc = dxc + dvar * 2 * xc / (n - ddof)
+        if through_mean:
+            dxc = dxc - dxc.mean(axis=axis, keepdims=True)
+        dgamma = {"ok": lambda: (dout * x_hat).sum(axis=0), "axis1": lambda: (dout * x_hat).sum(axis=1),
+                  "all": lambda: (dout * x_hat).sum(), "none": lambda: dout * x_hat,
+                  "swapped": lambda: dout.sum(axis=0), "x": lambda: (dout * x).sum(axis=0)}[dgamma_mode]()
+        dbeta = {"ok": lambda: dout.sum(axis=0), "axis1": lambda: dout.sum(axis=1),
+                 "all": lambda: np.float64(dout.sum()), "none": lambda: dout,
+                 "swapped": lambda: (dout * x_hat).sum(axis=0)}[dbeta_mode]()
+        return dxc, dgamma, dbeta
+    return batchnorm_backward
+
+
+def make_module(momentum_reversed=False, bessel=True, update_in_eval=False, eval_batch_stats=False,
+                var_init=1.0, detach_stats=False, update=True, replace=False, ddof_norm=0):
+    class BatchNorm1d(nn.Module):
+        def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True, track_running_stats=True):
+            super().__init__()
+            self.eps, self.momentum, self.affine = eps, momentum, affine
+            if affine:
+                self.weight = nn.Parameter(torch.ones(num_features))
+                self.bias = nn.Parameter(torch.zeros(num_features))
+            if track_running_stats:
+                self.register_buffer("running_mean", torch.zeros(num_features))
+                self.register_buffer("running_var", torch.full((num_features,), var_init))
+            else:
+                self.running_mean = self.running_var = None
+
+        def forward(self, x):
+            batch = self.training or self.running_mean is None or eval_batch_stats
+            mean, var = x.mean(0), x.var(0, unbiased=False)
+            if batch and ddof_norm:
+                var = x.var(0, unbiased=True)
+            if detach_stats:
+                mean, var = mean.detach(), var.detach()
+            if self.running_mean is not None and update and (self.training or update_in_eval):
+                n, m = x.shape[0], self.momentum
+                if momentum_reversed:
+                    m = 1 - m
+                if replace:
+                    m = 1.0
+                unb = x.var(0, unbiased=bessel).detach()
+                with torch.no_grad():
+                    self.running_mean.copy_((1 - m) * self.running_mean + m * mean.detach())
+                    self.running_var.copy_((1 - m) * self.running_var + m * unb)
+            if not batch:
+                mean, var = self.running_mean, self.running_var
+            out = (x - mean) / torch.sqrt(var + self.eps)
+            return self.weight * out + self.bias if self.affine else out
+    return BatchNorm1d
+
+
+def failure(name, fn, **kw) -> str:
+    with pytest.raises(CheckFailure) as info:
+        check(name, fn, **kw)
+    return str(info.value)
+
+
+# ----------------------------------------------------------------------------------------------
+# Right answers pass
+# ----------------------------------------------------------------------------------------------
+def test_right_answers_pass(capsys):
+    check("bn_forward", make_forward())
+    check("bn_backward_staged", make_backward())
+    check("bn_backward", make_backward())
+    check("bn_module", make_module())
+    check("bn_module", nn.BatchNorm1d)          # torch's own module is the specification
+    out = capsys.readouterr().out.splitlines()
+    assert out == ["✓ bn_forward: 4 cases passed", "✓ bn_backward_staged: 4 cases passed",
+                   "✓ bn_backward: 4 cases passed", "✓ bn_module: 4 cases passed", "✓ bn_module: 4 cases passed"]
+
+
+def test_bncourse_reference_passes_its_own_checks():
+    from bncourse import bn_numpy
+    from bncourse.nn import BatchNorm1d
+
+    check("bn_forward", bn_numpy.batchnorm_forward, quiet=True)
+    check("bn_module", BatchNorm1d, quiet=True)
+    for name, bw in (("bn_backward", bn_numpy.batchnorm_backward),
+                     ("bn_backward_staged", bn_numpy.batchnorm_backward_staged)):
+        def adapted(dout, x, gamma, eps=1e-5, bw=bw):
+            _, cache = bn_numpy.batchnorm_forward(x, gamma, np.zeros_like(gamma), eps)
+            return bw(dout, cache)
+        check(name, adapted, quiet=True)
+
+
+def test_fresh_seed_draws_other_inputs_and_still_passes():
+    seen = []
+
+    def spy(x, gamma, beta, eps=1e-5):
+        seen.append(x.copy())
+        return make_forward()(x, gamma, beta, eps)
+
+    check("bn_forward", spy, quiet=True)
+    check("bn_forward", spy, quiet=True, seed=12345)
+    assert not np.array_equal(seen[0], seen[4])
+
+
+# ----------------------------------------------------------------------------------------------
+# Forward mistakes
+# ----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("kwargs, expected", [
+    ({"ddof": 1}, "unbiased variance"),
+    ({"axis": 1}, "per sample (axis=1"),
+    ({"axis": None}, "over the whole batch at once"),
+    ({"eps_mode": "missing"}, "eps is missing"),
+    ({"eps_mode": "outside"}, "eps is outside the square root"),
+    ({"power": 1.0}, "divided by the variance instead of the standard deviation"),
+    ({"center": False}, "did not subtract the batch mean"),
+    ({"params": "swapped"}, "gamma and beta are swapped"),
+    ({"params": "no_gamma"}, "gamma is missing"),
+    ({"params": "no_beta"}, "beta is missing"),
+    ({"params": "none"}, "gamma and beta are missing"),
+])
+def test_forward_mistake_is_named(kwargs, expected):
+    msg = failure("bn_forward", make_forward(**kwargs))
+    assert expected in msg
+    assert msg.startswith("✗ bn_forward")
+
+
+def test_forward_must_return_a_tuple():
+    assert "must return a tuple (out, cache)" in failure("bn_forward", make_forward(ret="array"))
+
+
+def _wrong_4d(axes, ddof=0):
+    def f(x, gamma, beta, eps):
+        mu = x.mean(axis=axes, keepdims=True)
+        var = x.var(axis=axes, ddof=ddof, keepdims=True)
+        return gamma.reshape(1, -1, 1, 1) * (x - mu) / np.sqrt(var + eps) + beta.reshape(1, -1, 1, 1)
+    return f
+
+
+@pytest.mark.parametrize("axes, expected", [
+    ((1, 2, 3), "per sample over (C, H, W)"),
+    ((2, 3), "instance norm"),
+    ((0,), "over the batch axis only (axis=0)"),
+])
+def test_4d_statistics_over_the_wrong_axes_are_named(axes, expected):
+    rng = np.random.default_rng(0)
+    x = rng.normal(2.0, 3.0, size=(4, 3, 5, 6))
+    gamma, beta, eps = rng.uniform(0.5, 2, 3), rng.uniform(-1, 1, 3), 1e-5
+    want = _wrong_4d((0, 2, 3))(x, gamma, beta, eps)
+    with pytest.raises(CheckFailure, match=re.escape(expected)):
+        expect_array("out", _wrong_4d(axes)(x, gamma, beta, eps), want, mistakes=forward_mistakes(x, gamma, beta, eps))
+    expect_array("out", want, want, mistakes=forward_mistakes(x, gamma, beta, eps))
+
+
+# ----------------------------------------------------------------------------------------------
+# Backward mistakes
+# ----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", ["bn_backward", "bn_backward_staged"])
+@pytest.mark.parametrize("kwargs, expected", [
+    ({"through_mean": False, "through_var": False}, "stop-gradient"),
+    ({"through_mean": False}, "ignores the path through the batch mean:"),
+    ({"through_var": False}, "ignores the path through the batch variance"),
+    ({"use_gamma": False}, "forgets the factor gamma"),
+    ({"ddof": 1}, "unbiased variance"),
+    ({"axis": 1}, "per sample"),
+    ({"dgamma_mode": "axis1"}, "dgamma is summed over the wrong axes"),
+    ({"dgamma_mode": "all"}, "dgamma is summed over all axes"),
+    ({"dgamma_mode": "none"}, "dgamma is not summed"),
+    ({"dgamma_mode": "x"}, "dgamma uses x instead of the normalized x_hat"),
+    ({"dgamma_mode": "swapped", "dbeta_mode": "swapped"}, "dgamma and dbeta are swapped"),
+    ({"dbeta_mode": "axis1"}, "dbeta is summed over the wrong axes"),
+    ({"dbeta_mode": "all"}, "dbeta is"),
+    ({"dbeta_mode": "none"}, "dbeta is not summed"),
+])
+def test_backward_mistake_is_named(name, kwargs, expected):
+    msg = failure(name, make_backward(**kwargs))
+    assert expected in msg, msg
+
+
+def test_backward_wrong_axes_message_reports_the_shape():
+    msg = failure("bn_backward", make_backward(dgamma_mode="axis1"))
+    assert "dgamma has shape (8,) instead of (5,)" in msg
+
+
+# ----------------------------------------------------------------------------------------------
+# Module mistakes
+# ----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("kwargs, expected", [
+    ({"momentum_reversed": True}, "momentum convention is reversed"),
+    ({"bessel": False}, "without Bessel's correction"),
+    ({"update_in_eval": True}, "updated in eval (inference) mode"),
+    ({"eval_batch_stats": True}, "eval mode normalized with the batch statistics"),
+    ({"var_init": 0.0}, "running_var must start at 1"),
+    ({"detach_stats": True}, "without gradient"),
+    ({"update": False}, "was not updated in training mode"),
+    ({"replace": True}, "replaced by the batch mean instead of averaged"),
+    ({"ddof_norm": 1}, "unbiased variance"),
+])
+def test_module_mistake_is_named(kwargs, expected):
+    msg = failure("bn_module", make_module(**kwargs))
+    assert expected in msg, msg
+
+
+def test_module_must_be_an_nn_module():
+    class NotAModule:
+        def __init__(self, *a, **k):
+            pass
+    assert "must create a torch.nn.Module" in failure("bn_module", NotAModule)
+
+
+# ----------------------------------------------------------------------------------------------
+# Type, dtype and shape come before values
+# ----------------------------------------------------------------------------------------------
+class AlwaysEqual:
+    def __eq__(self, other):
+        return True
+
+    def __ne__(self, other):
+        return False
+
+    shape = (8, 5)
+    dtype = np.dtype("float64")
+
+
+class SneakyArray(np.ndarray):
+    def __eq__(self, other):
+        return np.ones(self.shape, dtype=bool)
+
+
+@pytest.mark.parametrize("value, expected", [
+    (AlwaysEqual(), "is an object of type test_checks.AlwaysEqual, expected a numpy.ndarray"),
+    ([[0.0] * 5] * 8, "is a list of length 8, expected a numpy.ndarray"),
+    (np.zeros((8, 5), dtype=np.float32), "has dtype float32, expected float64"),
+    (np.zeros((8, 5), dtype=np.int64), "has dtype int64, expected float64"),
+    (np.zeros((5, 8)), "has shape (5, 8), expected (8, 5)"),
+    (torch.zeros(8, 5, dtype=torch.float64), "is a torch.Tensor"),
+    (None, "did you forget a return statement"),
+    (np.zeros((8, 5)).view(SneakyArray), "a subclass of numpy.ndarray"),
+    (1.0, "single number"),
+])
+def test_type_dtype_and_shape_are_checked_before_values(value, expected):
+    def fn(x, gamma, beta, eps=1e-5):
+        return value, {}
+    msg = failure("bn_forward", fn)
+    assert expected in msg, msg
+
+
+def test_nan_is_reported_as_such():
+    def fn(x, gamma, beta, eps=1e-5):
+        out, cache = make_forward()(x, gamma, beta, eps)
+        out[0, 0] = np.nan
+        return out, cache
+    assert "NaN/inf" in failure("bn_forward", fn)
+
+
+def test_generic_wrong_values_point_at_the_worst_entry():
+    def fn(x, gamma, beta, eps=1e-5):
+        out, cache = make_forward()(x, gamma, beta, eps)
+        out[2, 2] += 1.0
+        return out, cache
+    msg = failure("bn_forward", fn)
+    assert "1 of 40 entries differ" in msg and "index (2, 2)" in msg
+
+
+def test_expect_scalar():
+    expect_scalar("loss", 1.0, 1.0)
+    with pytest.raises(CheckFailure, match="expected a single number"):
+        expect_scalar("loss", np.ones(1), 1.0)
+    with pytest.raises(CheckFailure, match="off by one"):
+        expect_scalar("loss", 2.0, 1.0, mistakes={"off by one": 2.0})
+
+
+# ----------------------------------------------------------------------------------------------
+# Exceptions, time limits, NotImplementedError
+# ----------------------------------------------------------------------------------------------
+def test_infinite_loop_is_stopped_with_a_clear_message():
+    def stuck(x, gamma, beta, eps=1e-5):
+        while True:
+            try:
+                pass
+            except Exception:    # a student's catch-all cannot swallow the timeout
+                pass
+    t0 = time.perf_counter()
+    with pytest.raises(CheckTimeout, match="stopped after 0.5 s; it is probably stuck in an infinite loop"):
+        check("bn_forward", stuck, timeout=0.5)
+    assert time.perf_counter() - t0 < 3
+
+
+def test_time_limit_thread_fallback(monkeypatch):
+    import bncourse.checks.core as core
+    monkeypatch.delattr(core.signal, "SIGALRM")
+    with pytest.raises(CheckTimeout, match="too slow"):
+        with time_limit(0.3, "too slow"):
+            while True:
+                pass
+
+
+def test_student_exception_is_wrapped_with_the_case():
+    def boom(x, gamma, beta, eps=1e-5):
+        raise ValueError("operands could not be broadcast")
+    msg = failure("bn_forward", boom)
+    assert "your code raised ValueError: operands could not be broadcast" in msg
+    assert "case 1 of 4 [x: (8, 5) float64" in msg
+
+
+def test_not_implemented_error_passes_through_unchanged():
+    def stub(x, gamma, beta, eps=1e-5):
+        raise NotImplementedError()
+    with pytest.raises(NotImplementedError):
+        check("bn_forward", stub)
+
+
+def test_student_cannot_corrupt_the_inputs_the_checker_verifies_against():
+    def vandal(x, gamma, beta, eps=1e-5):
+        out, cache = make_forward()(x, gamma, beta, eps)
+        x[:] = 0.0
+        gamma[:] = 0.0
+        return out, cache
+    check("bn_forward", vandal, quiet=True)
+
+
+# ----------------------------------------------------------------------------------------------
+# Registry
+# ----------------------------------------------------------------------------------------------
+def test_every_chapter_module_imports():
+    assert "ch3_batchnorm" in chapter_modules()
+    assert IMPORT_ERRORS == {}
+    assert {"bn_forward", "bn_backward_staged", "bn_backward", "bn_module"} <= set(REGISTRY)
+
+
+def test_unknown_exercise_lists_the_known_ones():
+    with pytest.raises(KeyError, match="no exercise called 'bn_froward'.*bn_forward"):
+        check("bn_froward", make_forward())
+
+
+def test_duplicate_names_are_refused():
+    with pytest.raises(ValueError, match="registered twice"):
+        @register
+        class Dup(Exercise):
+            name = "bn_forward"
+
+
+def test_every_exercise_has_a_title_and_draws_cases():
+    for name, cls in REGISTRY.items():
+        ex = cls()
+        assert ex.title, name
+        assert ex.cases(np.random.default_rng(0)), name
