@@ -45,12 +45,15 @@ def numerical_gradient(f: Callable[[np.ndarray], np.ndarray], x: np.ndarray, dou
 
 
 def relative_error(a, b, floor: float = 1e-12) -> float:
-    """Max over entries of ``|a - b| / max(|a| + |b|, floor)``: scale-free, 0 when equal."""
+    """``||a - b|| / max(||a|| + ||b||, floor)`` (Euclidean norms): scale-free, 0 when equal.
+
+    Norms rather than entry by entry, so entries that are zero up to rounding do not dominate.
+    """
     a = np.asarray(a, dtype=np.float64)
     b = np.asarray(b, dtype=np.float64)
     if a.shape != b.shape:
         raise ValueError(f"cannot compare gradients of shapes {a.shape} and {b.shape}")
-    return float(np.max(np.abs(a - b) / np.maximum(np.abs(a) + np.abs(b), floor)))
+    return float(np.linalg.norm(a - b) / max(np.linalg.norm(a) + np.linalg.norm(b), floor))
 
 
 def check_layer_gradients(forward, backward, x, params: dict, dout, h: float = 1e-5) -> dict:
