@@ -74,8 +74,9 @@ def batch_norm(
                 f"batch norm cannot normalize it: use a batch of 2 or more, or call model.eval() "
                 f"to predict one sample with the running statistics."
             )
-        mean = input.mean(dim=dims)                                   # (C,)
-        var = ((input - mean.reshape(shape)) ** 2).mean(dim=dims)     # (C,) biased: divide by m
+        # (C,) each; the variance is the biased one (divide by m), as in the paper.
+        # var_mean is one fused pass; it equals mean((x - mean)**2) over `dims`.
+        var, mean = torch.var_mean(input, dim=dims, correction=0)
         if running_mean is not None and running_var is not None:
             with torch.no_grad():
                 unbiased_var = var * (m / (m - 1))                    # Bessel's correction
@@ -86,10 +87,12 @@ def batch_norm(
             raise ValueError("inference mode (training=False) needs running_mean and running_var")
         mean, var = running_mean, running_var
 
-    x_hat = (input - mean.reshape(shape)) / torch.sqrt(var.reshape(shape) + eps)
-    out = x_hat
-    if weight is not None:
-        out = out * weight.reshape(shape)
+    inv_std = torch.rsqrt(var + eps)                                  # (C,) 1 / sqrt(var + eps)
+    if weight is not None:                                            # fold gamma into the scale:
+        scale = weight * inv_std                                      # y = (x - mean) * gamma/std + beta
+    else:
+        scale = inv_std
+    out = (input - mean.reshape(shape)) * scale.reshape(shape)
     if bias is not None:
         out = out + bias.reshape(shape)
     return out
