@@ -1,0 +1,1 @@
+"""Batch grading of submitted exercise notebooks: ``bncourse grade``."""
