@@ -150,7 +150,11 @@ def steps_to_loss(X, y, lr: float, target: float, theta0=None, intercept: bool =
     Returns ``inf`` when the step is unstable (``lr >= 2 / lam_max``), when ``target`` is below the
     minimum loss, or when it takes more than ``max_steps``.
     """
-    lam, c, loss_min, loss0 = _excess_loss_model(X, y, theta0, intercept)
+    return _count_steps(_excess_loss_model(X, y, theta0, intercept), lr, target, max_steps)
+
+
+def _count_steps(model, lr: float, target: float, max_steps: float) -> float:
+    lam, c, loss_min, loss0 = model
     if loss0 <= target:
         return 0
     if target <= loss_min or lr <= 0:
@@ -201,8 +205,8 @@ def best_stable_lr(X, y, target: float, intercept: bool = True, lrs=None, n_grid
         # a geometric grid below the limit, plus the classical best constant step 2 / (lam_max + lam_min)
         lrs = np.sort(np.append(limit * np.geomspace(1e-4, 0.9999, n_grid), 2.0 / (lam_max + lam_min)))
     lrs = np.asarray(lrs, dtype=np.float64)
-    steps = np.array([steps_to_loss(X, y, lr, target, intercept=intercept, max_steps=max_steps)
-                      for lr in lrs], dtype=np.float64)
+    model = _excess_loss_model(X, y, None, intercept)       # one eigendecomposition for the whole grid
+    steps = np.array([_count_steps(model, lr, target, max_steps) for lr in lrs], dtype=np.float64)
     i = int(np.argmin(steps))
     return StepSearch(lr=float(lrs[i]), steps=float(steps[i]), lr_limit=limit, lrs=lrs, steps_per_lr=steps)
 
