@@ -184,6 +184,10 @@ def match_source(nb: dict, path: Path, sources: list[Source]) -> Source:
     best = max(sources, key=lambda s: len(s.grade_ids & ids))
     if best.grade_ids & ids:
         return best
+    if ids:  # an nbgrader notebook, but of another assignment
+        names = ", ".join(Path(s.path).name for s in sources)
+        raise SubmissionError(f"wrong assignment: this notebook's exercises ({', '.join(sorted(ids)[:3])}, ...) "
+                              f"belong to none of {names}")
     for s in sources:
         if s.assignment and s.assignment in path.stem:
             return s
