@@ -161,7 +161,11 @@ class GroupNorm(nn.Module):
 def shared_statistics_mask(kind: str, n: int, c: int, s: int, groups: int = 2,
                            at: tuple[int, int] = (0, 0)) -> np.ndarray:
     """Boolean (N, C, S) mask of the values whose statistics are shared with example ``at[0]``,
-    channel ``at[1]`` (S = H*W spatial positions flattened)."""
+    channel ``at[1]``, position 0 (S = H*W spatial positions flattened).
+
+    ``kind`` is one of :data:`KINDS`, or ``"position"``: statistics per (channel, position) over the
+    batch only, what a fully connected BN applied to a flattened image computes (a common mistake).
+    """
     i, j = at
     mask = np.zeros((n, c, s), dtype=bool)
     if kind == "batch":
@@ -170,6 +174,8 @@ def shared_statistics_mask(kind: str, n: int, c: int, s: int, groups: int = 2,
         mask[i, :, :] = True
     elif kind == "instance":
         mask[i, j, :] = True
+    elif kind == "position":      # the mistake for images: a separate mean per (c, h, w), over N only
+        mask[:, j, 0] = True
     elif kind == "group":
         if c % groups:
             raise ValueError(f"groups={groups} must divide C={c}")
@@ -181,7 +187,7 @@ def shared_statistics_mask(kind: str, n: int, c: int, s: int, groups: int = 2,
     return mask
 
 
-_TITLES = {"batch": "batch norm", "layer": "layer norm", "instance": "instance norm", "group": "group norm (G=2)"}
+_TITLES = {"position": "per (C, H, W) position\n(fully connected BN, wrong here)", "batch": "batch norm", "layer": "layer norm", "instance": "instance norm", "group": "group norm (G=2)"}
 
 
 def plot_normalization_axes(kinds=KINDS, n: int = 4, c: int = 6, s: int = 4, groups: int = 2, fig=None):
