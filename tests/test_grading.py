@@ -120,7 +120,7 @@ def graded(tmp_path_factory):
     before = {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in sub_dir.rglob("*") if p.is_file()}
     out = tmp_path_factory.mktemp("out")
     rc = main(["grade", str(sub_dir), "--solutions", str(ROOT / "solutions"), "--out", str(out), "--jobs", "2",
-               "--cell-timeout", "15", "--exercise-timeout", "3", "--total-timeout", "240", "--no-progress",
+               "--cell-timeout", "15", "--exercise-timeout", "10", "--total-timeout", "240", "--no-progress",
                "--seed", "2024"])
     after = {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in sub_dir.rglob("*") if p.is_file()}
     rows = {r["student"]: r for r in json.loads((out / "details.json").read_text())}
