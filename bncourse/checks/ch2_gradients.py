@@ -34,7 +34,8 @@ def _to_numpy(v: Any) -> Any:
 class InitStd(Exercise):
     name = "ch2_init_std"
     title = "Xavier and Kaiming standard deviations"
-    references = ("torch.nn.init:xavier_normal_", "torch.nn.init:kaiming_normal_", "torch.nn.init:calculate_gain")
+    # not calculate_gain: nn.Linear calls it (through kaiming_uniform_) when it is built
+    references = ("torch.nn.init:xavier_normal_", "torch.nn.init:kaiming_normal_")
 
     def cases(self, rng):
         out = []
