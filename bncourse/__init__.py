@@ -9,12 +9,19 @@ Modules, one job each:
 ``nn``                 ``BatchNorm1d`` and ``BatchNorm2d`` modules, drop-in for ``torch.nn``
 ``running_stats``      moving averages, momentum conventions, bias and Bessel corrections
 ``gradcheck``          finite-difference gradient checks
+``folding``            inference BN folded into an affine map or the preceding Linear/Conv2d
+``population_stats``   exact population statistics of every BN layer after training
+``normalizations``     layer, instance and group norm from scratch
+``conditioning``       Hessian condition numbers and gradient-descent step counts
+``hooks``              forward/backward hook recorders: activations, gradients, saturation
+``landscape``          loss-landscape smoothness measurements (Santurkar et al.), noisy BN
 ``data``               bundled, synthetic and Fashion-MNIST data (no network needed)
 ``models``             MLP and LeNet with or without batch norm
 ``train``              a small training loop with a progress bar
 ``plots``              plotting helpers
 ``repro``              seeding and device selection
 ``checks``             self-checks for the exercises
+``exercises``          generates exercises/ from solutions/
 ``grading``            the batch grader behind ``bncourse grade``
 =====================  ==========================================================
 """
