@@ -330,6 +330,36 @@ def _as_numpy(t):
     return t
 
 
+def record_module_steps(m, x1, y1, case, res: dict, *, affine: bool) -> dict:
+    """The rest of a module exercise's ``run``, shared by BatchNorm1d (ch3) and BatchNorm2d (ch5).
+
+    ``y1 = m(x1)`` was the first training-mode forward. Records the output, the gradients of
+    ``case["dout"]``, the running statistics after it, after a second training step on
+    ``case["x2"]`` and after an eval-mode step on ``case["x3"]`` (which must not change them).
+    """
+    import torch
+
+    res["out1"] = _as_numpy(y1)
+    res["dx1"] = None
+    if y1.shape == x1.shape and y1.requires_grad:
+        y1.backward(torch.from_numpy(case["dout"]))
+        res["dx1"] = _as_numpy(x1.grad)
+        if affine:
+            res["dgamma"] = _as_numpy(m.weight.grad)
+            res["dbeta"] = _as_numpy(m.bias.grad)
+    for step, x in ((1, None), (2, case["x2"]), (3, case["x3"])):
+        if step == 3:
+            m.eval()
+        if x is not None:
+            with torch.no_grad():
+                out = m(torch.from_numpy(x))
+            if step == 3:
+                res["out3"] = _as_numpy(out)
+        res[f"running_mean_{step}"] = _as_numpy(getattr(m, "running_mean", None))
+        res[f"running_var_{step}"] = _as_numpy(getattr(m, "running_var", None))
+    return res
+
+
 @register
 class BNModule(Exercise):
     name = "bn_module"
@@ -385,27 +415,7 @@ class BNModule(Exercise):
         y1 = m(x1)
         if not isinstance(y1, torch.Tensor):
             raise CheckFailure(f"forward must return a torch.Tensor; it returned {type(y1).__name__}")
-        res["out1"] = _as_numpy(y1)
-        if y1.shape == x1.shape and y1.requires_grad:
-            y1.backward(torch.from_numpy(case["dout"]))
-            res["dx1"] = _as_numpy(x1.grad)
-            if case["affine"]:
-                res["dgamma"] = _as_numpy(m.weight.grad)
-                res["dbeta"] = _as_numpy(m.bias.grad)
-        else:
-            res["dx1"] = None
-        res["running_mean_1"] = _as_numpy(getattr(m, "running_mean", None))
-        res["running_var_1"] = _as_numpy(getattr(m, "running_var", None))
-        with torch.no_grad():
-            m(torch.from_numpy(case["x2"]))
-        res["running_mean_2"] = _as_numpy(getattr(m, "running_mean", None))
-        res["running_var_2"] = _as_numpy(getattr(m, "running_var", None))
-        m.eval()
-        with torch.no_grad():
-            res["out3"] = _as_numpy(m(torch.from_numpy(case["x3"])))
-        res["running_mean_3"] = _as_numpy(getattr(m, "running_mean", None))
-        res["running_var_3"] = _as_numpy(getattr(m, "running_var", None))
-        return res
+        return record_module_steps(m, x1, y1, case, res, affine=case["affine"])
 
     def verify(self, case, result):
         from bncourse.bn_numpy import batchnorm_backward, batchnorm_forward, batchnorm_forward_inference
