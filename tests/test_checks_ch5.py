@@ -5,6 +5,7 @@ import torch
 from torch import nn
 
 from bncourse.checks import REGISTRY, CheckFailure, check
+from check_helpers import check_fails
 
 
 # ---------------------------------------------------------------- reference solutions (independent code)
@@ -88,13 +89,7 @@ def test_fold_reference_matches_conv_then_bn():
     assert torch.allclose(nn.functional.conv2d(x, torch.from_numpy(wf), torch.from_numpy(bf)), y, atol=1e-10)
 
 
-def _fails(name, fn, *fragments):
-    with pytest.raises(CheckFailure) as info:
-        check(name, fn, quiet=True)
-    message = str(info.value)
-    for fragment in fragments:
-        assert fragment in message, message
-    return message
+_fails = check_fails
 
 
 # ---------------------------------------------------------------- spatial forward
