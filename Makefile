@@ -1,13 +1,25 @@
 # bncourse: two commands.
 #   make course   open the course in JupyterLab (creates .venv and installs the lock on first use)
-#   make test     run the whole test suite: unit tests, nbval on every chapter and solution, exercise checks
+#   make test     run the whole test suite: unit tests, nbval on every chapter and solution, exercise checks,
+#                 then nbval on every notebook again as if on another CPU (see OTHER_CPU below)
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.bncourse-installed
 JOBS   ?= 2
 
-.PHONY: course test setup lock bench exercises grade-demo clean-venv
+.PHONY: course test test-here test-other-cpu setup lock bench exercises grade-demo clean-venv
+
+# Another CPU, emulated: PyTorch's generic kernels instead of AVX2, NumPy without its AVX2/AVX-512 paths, OpenBLAS's
+# and MKL's SSE kernels, oneDNN (convolutions) capped at SSE4.1. Float32 sums then add in another order, as on a
+# student's laptop, so a stored output that only this CPU reproduces fails here.
+ifeq ($(shell uname -m),x86_64)
+OTHER_CPU ?= ATEN_CPU_CAPABILITY=default NPY_DISABLE_CPU_FEATURES=X86_V3,X86_V4 OPENBLAS_CORETYPE=Nehalem \
+             MKL_ENABLE_INSTRUCTIONS=SSE4_2 ONEDNN_MAX_CPU_ISA=SSE41
+else
+OTHER_CPU ?= ATEN_CPU_CAPABILITY=default
+endif
+NBVAL := --nbval --nbval-current-env --nbval-cell-timeout=900
 
 setup: $(STAMP)
 
@@ -23,9 +35,14 @@ $(STAMP): requirements.lock pyproject.toml
 course: $(STAMP)
 	$(VENV)/bin/jupyter lab $$( [ "$$(id -u)" = 0 ] && echo --allow-root ) notebooks/00_start_here.ipynb
 
-test: $(STAMP)
-	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m pytest -n $(JOBS) --dist loadfile \
-		--nbval --nbval-current-env --nbval-cell-timeout=900 tests notebooks solutions
+test: test-here test-other-cpu
+
+test-here: $(STAMP)
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m pytest -n $(JOBS) --dist loadfile $(NBVAL) tests notebooks solutions
+
+test-other-cpu: $(STAMP)
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(OTHER_CPU) $(PY) -m pytest -n $(JOBS) --dist loadfile $(NBVAL) \
+		-p no:cacheprovider notebooks solutions
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_batchnorm.py
