@@ -138,7 +138,8 @@ class _Whitening(_Transform):
         # they are projected out (factor 0) rather than blown up to 1/sqrt(eps).
         degenerate = lam <= self.rank_tol * max(lam.max(), 1e-300)
         self._handle_constant(np.diag(self.cov_) <= self.rank_tol * max(np.diag(self.cov_).max(), 1e-300))
-        self.scale_ = np.where(degenerate, 0.0, 1.0 / np.sqrt(lam + self.eps))
+        # (computed only where it is defined, so that eps=0 with an exactly zero eigenvalue raises no warning)
+        self.scale_ = np.where(degenerate, 0.0, 1.0 / np.sqrt(np.where(degenerate, 1.0, lam + self.eps)))
         return self
 
 

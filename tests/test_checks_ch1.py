@@ -10,7 +10,7 @@ from check_helpers import check_fails
 # ---------------------------------------------------------------- reference solutions (independent code)
 def standardize(X_train, X_test):
     mu, sd = X_train.mean(0), X_train.std(0)
-    sd = np.where(sd == 0, 1.0, sd)
+    sd = np.where(sd <= 1e-12 * np.maximum(1.0, np.abs(mu)), 1.0, sd)   # round-off counts as zero
     return (X_train - mu) / sd, (X_test - mu) / sd
 
 
@@ -32,8 +32,12 @@ def hessian_condition_number(X):
     return float(np.linalg.cond(A.T @ A / len(X)))
 
 
+def column_means(X):
+    return np.add.reduce(X, axis=0) / X.shape[0]
+
+
 REFERENCES = {"ch1_standardize": standardize, "ch1_minmax": minmax_scale, "ch1_zca": zca_whiten,
-              "ch1_condition_number": hessian_condition_number}
+              "ch1_condition_number": hessian_condition_number, "demo_column_means": column_means}
 
 
 def test_all_registered():
@@ -52,7 +56,7 @@ def test_torch_answers_are_accepted():
     def standardize_torch(X_train, X_test):
         a, b = torch.from_numpy(X_train), torch.from_numpy(X_test)
         mu, sd = a.mean(0), a.std(0, unbiased=False)
-        sd = torch.where(sd == 0, torch.ones_like(sd), sd)
+        sd = torch.where(sd <= 1e-12 * mu.abs().clamp(min=1.0), torch.ones_like(sd), sd)
         return (a - mu) / sd, (b - mu) / sd
     check("ch1_standardize", standardize_torch, quiet=True)
 
@@ -77,6 +81,15 @@ def test_standardize_mistakes():
             mu, sd = Xtr.mean(0), Xtr.std(0)
             return (Xtr - mu) / sd, (Xte - mu) / sd
     _fails("ch1_standardize", no_guard, "constant feature (zero variance)")
+
+    def exact_zero_guard(Xtr, Xte):                           # the review's nit: `std == 0` misses round-off
+        mu, sd = Xtr.mean(0), Xtr.std(0)
+        sd = np.where(sd == 0, 1.0, sd)
+        return (Xtr - mu) / sd, (Xte - mu) / sd
+    _fails("ch1_standardize", exact_zero_guard, "round-off", "std == 0")
+    for seed in (1, 2, 3):                                    # the grader's fresh seeds catch it too
+        with pytest.raises(CheckFailure, match="round-off"):
+            check("ch1_standardize", exact_zero_guard, seed=seed, quiet=True)
 
     def by_var(Xtr, Xte):
         mu, v = Xtr.mean(0), Xtr.var(0)
@@ -159,3 +172,19 @@ def test_condition_number_mistakes():
 
     _fails("ch1_condition_number", lambda X: 1 / hessian_condition_number(X), "lam_min / lam_max")
     _fails("ch1_condition_number", lambda X: np.array([hessian_condition_number(X)]), "expected a single number")
+
+
+def test_a_constant_column_of_0_1_has_a_round_off_std():
+    """Why the cases hold a constant 0.1 column: its std is not 0 in floating point, so `std == 0` misses it."""
+    from bncourse.checks.ch1_scaling import _split_cases
+    X_train = _split_cases(np.random.default_rng(0))[2]["X_train"]
+    column = X_train[:, 0]
+    assert np.ptp(column) == 0 and column[0] == 0.1
+    assert 0 < column.std() < 1e-15                            # round-off, not zero (on this CPU)
+
+
+# ---------------------------------------------------------------- the warm-up shown in 00_start_here
+def test_demo_column_means_mistakes():
+    _fails("demo_column_means", lambda X: X.mean(axis=1), "averaged each row (axis=1")
+    _fails("demo_column_means", lambda X: X.mean(), "all entries into one number")
+    _fails("demo_column_means", lambda X: X.mean(axis=0).tolist(), "expected a numpy.ndarray")

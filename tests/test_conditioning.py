@@ -81,6 +81,25 @@ def test_closed_form_step_count_equals_the_loop(frac):
     assert losses[first] <= target and first == n, (first, n)
 
 
+@pytest.mark.parametrize("tol", [1e-1, 1e-3, 1e-8])
+def test_vectorized_grid_count_equals_the_scalar_count(tol):
+    """best_stable_lr counts a whole grid at once; every count equals the readable scalar search."""
+    X, y = _data(4, scales=(1.0, 300.0, 0.01))
+    lo = cond.least_squares_loss(X, y, np.zeros(4))
+    ls = cond.least_squares_loss(X, y, cond.least_squares_solution(X, y))
+    target = ls + tol * (lo - ls)
+    search = cond.best_stable_lr(X, y, target)
+    lrs = np.append(search.lrs, [0.0, -1.0, 1.5 * search.lr_limit])       # and some that must give inf
+    model = cond._excess_loss_model(X, y, None, True)
+    scalar = np.array([cond._count_steps(model, lr, target, 1e15) for lr in lrs])
+    grid = cond._count_steps_grid(model, lrs, target, 1e15)
+    np.testing.assert_array_equal(grid, scalar)
+    assert np.isfinite(grid[:-3]).any() and np.all(np.isinf(grid[-3:]))
+    # a step cap turns the slow counts into inf, in both
+    capped = cond._count_steps_grid(model, lrs, target, 1e3)
+    np.testing.assert_array_equal(capped, [cond._count_steps(model, lr, target, 1e3) for lr in lrs])
+
+
 def test_unstable_step_and_unreachable_target_are_inf():
     X, y = _data()
     H = cond.hessian_least_squares(X)

@@ -55,6 +55,19 @@ def test_constant_feature_is_mapped_to_a_finite_value(cls, X):
         cls(on_constant="raise").fit(Xc)
 
 
+@pytest.mark.parametrize("cls", [PCAWhitening, ZCAWhitening])
+def test_whitening_with_eps_0_and_a_zero_variance_direction_warns_nothing(cls, X):
+    import warnings
+    Xc = np.c_[X, np.zeros(len(X))]                          # an all-zero pixel: an exactly zero eigenvalue
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        t = cls(eps=0.0).fit(Xc)
+    Z = t.transform(Xc)
+    assert np.isfinite(Z).all()
+    cov = np.cov(Z.T, bias=True)                             # the live directions are white, the dead one is 0
+    np.testing.assert_allclose(np.sort(np.linalg.eigvalsh(cov)), [0.0] + [1.0] * X.shape[1], atol=1e-8)
+
+
 def test_errors_teach(X):
     with pytest.raises(RuntimeError, match="call fit"):
         StandardScaler().transform(X)

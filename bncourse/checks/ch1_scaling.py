@@ -3,13 +3,16 @@
 Exercises (what the student passes to :func:`bncourse.checks.check`):
 
 ``ch1_standardize``       ``standardize(X_train, X_test) -> (Z_train, Z_test)``: statistics from the training split,
-                          population std, constant features mapped to 0
+                          population std, constant features mapped to 0 (a constant 0.1 column has a round-off std
+                          of about 1e-17, not 0, so the guard needs a relative tolerance)
 ``ch1_minmax``            ``minmax_scale(X_train, X_test) -> (Z_train, Z_test)``: training min and max, constant
                           features mapped to 0
 ``ch1_zca``               ``zca_whiten(X, eps) -> Z``: ZCA whitening with the population covariance,
                           ``Z = (X - mu) U diag(1 / sqrt(lam + eps)) U^T``
 ``ch1_condition_number``  ``hessian_condition_number(X) -> float``: condition number of the least-squares
                           Hessian ``A^T A / N`` with ``A = [X, 1]``
+``demo_column_means``     ``column_means(X) -> (D,)``: the warm-up that ``00_start_here`` runs to show how
+                          ``check`` answers (once wrong, once right)
 
 All arrays are float64 NumPy (torch tensors are accepted and converted).
 """
@@ -21,7 +24,7 @@ import numpy as np
 
 from .core import CheckFailure, Exercise, expect, expect_array, expect_scalar, register
 
-__all__ = ["Standardize", "MinMax", "ZCA", "ConditionNumber"]
+__all__ = ["Standardize", "MinMax", "ZCA", "ConditionNumber", "DemoColumnMeans"]
 
 
 def _to_numpy(v: Any) -> Any:
@@ -37,31 +40,43 @@ def _pair(result: Any, what: str) -> tuple[Any, Any]:
     return _to_numpy(result[0]), _to_numpy(result[1])
 
 
-def _tabular(rng, n, d, constant_col: int | None):
+def _tabular(rng, n, d, constant_col: int | None, constant_value: float):
     scales = 10.0 ** rng.uniform(-2, 3, size=d)               # wildly different feature scales
     X = rng.normal(rng.normal(size=d) * scales, scales, size=(n, d))
     if constant_col is not None:
-        X[:, constant_col] = 3.5
+        X[:, constant_col] = constant_value
     return X
 
 
 def _split_cases(rng):
+    # Case 2 has a constant column of 3.5, whose np.std is exactly 0. Case 3 has a constant column of 0.1 over
+    # 12 training rows: 0.1 is not exact in binary, so np.mean is 0.1 + 1.4e-17 and np.std is 1.4e-17, not 0
+    # (on this CPU; another summation order may give other round-off). A guard written as `std == 0` passes
+    # case 2 and divides by 1.4e-17 in case 3.
     out = []
-    for n_tr, n_te, d, const in ((40, 10, 4, None), (25, 7, 5, 2), (12, 30, 3, 0)):
-        X = _tabular(rng, n_tr + n_te, d, const)
+    for n_tr, n_te, d, const, value in ((40, 10, 4, None, 0.0), (25, 7, 5, 2, 3.5), (12, 30, 3, 0, 0.1)):
+        X = _tabular(rng, n_tr + n_te, d, const, value)
         X_test = X[n_tr:] + rng.normal(0.5, 0.5, size=d) * X[:n_tr].std(0)   # the test split is shifted
         if const is not None:
-            X_test[:, const] = 3.5
+            X_test[:, const] = value
         out.append({"X_train": X[:n_tr], "X_test": X_test})
     return out
 
 
-def _standardize(X_fit, X, ddof=0, guard=True, axis=0, use_var=False):
+def _is_constant(mu, sd):
+    """The library's rule (bncourse.scaling.StandardScaler): a std within round-off of 0 counts as 0."""
+    return sd <= 1e-12 * np.maximum(1.0, np.abs(mu))
+
+
+def _standardize(X_fit, X, ddof=0, guard="relative", axis=0, use_var=False):
+    """guard: "relative" (the reference), "exact" (only std == 0 is guarded), or None (no guard)."""
     mu = X_fit.mean(axis=axis, keepdims=True)
     sd = X_fit.var(axis=axis, ddof=ddof, keepdims=True) if use_var else X_fit.std(axis=axis, ddof=ddof, keepdims=True)
     with np.errstate(all="ignore"):
-        if guard:
-            sd = np.where(sd <= 1e-12 * np.maximum(1.0, np.abs(mu)), 1.0, sd)
+        if guard == "relative":
+            sd = np.where(_is_constant(mu, sd), 1.0, sd)
+        elif guard == "exact":
+            sd = np.where(sd == 0, 1.0, sd)
         return (X - mu) / sd
 
 
@@ -84,9 +99,13 @@ class Standardize(Exercise):
 
     def verify(self, case, result):
         Xtr, Xte = case["X_train"], case["X_test"]
-        const = np.flatnonzero(Xtr.std(0) == 0)
+        const = np.flatnonzero(_is_constant(Xtr.mean(0), Xtr.std(0)))
         guard_msg = ("a constant feature (zero variance) gave NaN or inf: divide by 1 instead of 0 where the "
                      "training std is 0, so that the feature becomes 0")
+        roundoff = float(Xtr.std(0)[const].max()) if len(const) else 0.0
+        roundoff_msg = ("a constant feature came out as nonzero values instead of 0: its training std is round-off "
+                        f"({roundoff:.1e}), not exactly 0, and your code divided by it. Treat a std within "
+                        "round-off of 0 as 0, e.g. std <= 1e-12 * max(1, |mean|); a test `std == 0` misses it")
         for split, X in (("Z_train", Xtr), ("Z_test", Xte)):
             mistakes = {
                 "you used the sample std (ddof=1, divide by N-1); standardization uses the population std (ddof=0), "
@@ -96,7 +115,10 @@ class Standardize(Exercise):
                     _standardize(X, X, axis=1),
             }
             if len(const):
-                mistakes[guard_msg] = _standardize(Xtr, X, guard=False)
+                # first the `std == 0` guard: where the std is round-off, no guard at all gives the same values,
+                # and where it is exactly 0 this mistake equals the right answer and is skipped
+                mistakes[roundoff_msg] = _standardize(Xtr, X, guard="exact")
+                mistakes[guard_msg] = _standardize(Xtr, X, guard=None)
             if split == "Z_test":
                 mistakes = {
                     "Z_test was standardized with the TEST split's own mean and std; apply the statistics fitted on "
@@ -254,4 +276,26 @@ class ConditionNumber(Exercise):
             "you used the covariance of the centred features, which ignores the intercept's coupling to "
             "uncentred features": lam_cov[-1] / lam_cov[0],
             "that is lam_min / lam_max; the condition number is lam_max / lam_min": 1.0 / want,
+        })
+
+
+@register
+class DemoColumnMeans(Exercise):
+    """Not graded: the warm-up that ``notebooks/00_start_here.ipynb`` uses to show what ``check`` prints."""
+    name = "demo_column_means"
+    title = "the mean of each feature (column) of X, shape (D,)"
+    references = ()
+
+    def cases(self, rng):
+        return [{"X": rng.normal(rng.normal(size=d) * 5, 1.0, size=(n, d))} for n, d in ((6, 3), (10, 4))]
+
+    def run(self, fn, case):
+        return {"means": _to_numpy(fn(case["X"]))}
+
+    def verify(self, case, result):
+        X = case["X"]
+        expect_array("means", result["means"], X.mean(axis=0), rtol=1e-12, atol=1e-12, mistakes={
+            "you averaged each row (axis=1: one mean per example); average each column (axis=0: one per feature)":
+                X.mean(axis=1),
+            "you averaged all entries into one number; return one mean per feature (axis=0)": X.mean(),
         })
