@@ -32,12 +32,19 @@ class History:
     epoch_train_acc: list[float] = field(default_factory=list)
     epoch_test_loss: list[float] = field(default_factory=list)
     epoch_test_acc: list[float] = field(default_factory=list)
-    seconds: float = 0.0
+    seconds: float = 0.0          # wall time of the whole call (training, evaluation, callbacks)
+    train_seconds: float = 0.0    # time in the optimisation steps alone (forward, backward, update)
     examples: int = 0
 
     @property
     def examples_per_second(self) -> float:
+        """Examples per second of the whole call, evaluation included."""
         return self.examples / self.seconds if self.seconds > 0 else float("nan")
+
+    @property
+    def train_examples_per_second(self) -> float:
+        """Training throughput: examples per second of optimisation steps only (what d2l reports)."""
+        return self.examples / self.train_seconds if self.train_seconds > 0 else float("nan")
 
     @property
     def diverged(self) -> bool:
@@ -72,7 +79,8 @@ def evaluate(model: nn.Module, loader, device=None) -> tuple[float, float]:
 def train(model: nn.Module, train_loader, *, epochs: int = 1, lr: float = 0.1, test_loader=None,
           optimizer: torch.optim.Optimizer | None = None, device=None, eval_every: int | None = None,
           max_steps: int | None = None, progress: bool = True, desc: str = "training",
-          on_step: Callable[[int, nn.Module], None] | None = None) -> History:
+          on_step: Callable[[int, nn.Module], None] | None = None,
+          on_epoch: Callable[[int, nn.Module, History], None] | None = None) -> History:
     """Train ``model`` with cross-entropy and SGD (or ``optimizer``), recording a :class:`History`.
 
     Args:
@@ -82,8 +90,11 @@ def train(model: nn.Module, train_loader, *, epochs: int = 1, lr: float = 0.1, t
         device: ``None`` picks CUDA when present, else CPU.
         eval_every: also evaluate test accuracy every this many steps (for accuracy-vs-step plots).
         max_steps: stop after this many optimisation steps.
-        progress: show a tqdm progress bar over steps.
+        progress: show one tqdm progress bar over all steps of all epochs, with the latest loss
+            as its postfix.
         on_step: called as ``on_step(step, model)`` after every step (e.g. to record activations).
+        on_epoch: called as ``on_epoch(epoch, model, history)`` after every epoch (``epoch`` counts
+            from 1), after the test evaluation; its time is not part of ``history.train_seconds``.
 
     Training stops early, with ``history.diverged`` True, if the loss becomes NaN or infinite.
     """
@@ -101,6 +112,7 @@ def train(model: nn.Module, train_loader, *, epochs: int = 1, lr: float = 0.1, t
         model.train()
         loss_sum, correct, count = 0.0, 0, 0
         for x, y in train_loader:
+            step_start = time.perf_counter()
             x, y = x.to(device), y.to(device)
             logits = model(x)
             loss = nn.functional.cross_entropy(logits, y)
@@ -116,11 +128,13 @@ def train(model: nn.Module, train_loader, *, epochs: int = 1, lr: float = 0.1, t
             correct += batch_correct
             count += len(y)
             hist.examples += len(y)
+            hist.train_seconds += time.perf_counter() - step_start
             if on_step is not None:
                 on_step(step, model)
             if eval_every and test_loader is not None and step % eval_every == 0:
                 hist.eval_steps.append(step)
                 hist.eval_test_acc.append(evaluate(model, test_loader, device)[1])
+            bar.set_postfix(loss=f"{value:.3f}", refresh=False)
             bar.update(1)
             if not torch.isfinite(loss) or (max_steps is not None and step >= max_steps):
                 break
@@ -130,6 +144,8 @@ def train(model: nn.Module, train_loader, *, epochs: int = 1, lr: float = 0.1, t
             test_loss, test_acc = evaluate(model, test_loader, device)
             hist.epoch_test_loss.append(test_loss)
             hist.epoch_test_acc.append(test_acc)
+        if on_epoch is not None:
+            on_epoch(_epoch + 1, model, hist)
         if hist.diverged or (max_steps is not None and step >= max_steps):
             break
     hist.seconds = time.perf_counter() - start
