@@ -77,9 +77,10 @@ def batchnorm_forward(x, gamma, beta, eps: float = 1e-5):
 
     Returns:
         out: same shape as x.
-        cache: dict with everything the backward pass needs, and the batch statistics
-            ``mean`` and ``var`` (biased, shape (D,) or (C,)) and ``m`` (values per feature)
-            for updating running statistics.
+        cache: dict with everything the backward pass needs (``x``, ``xc``, ``x_hat``, and ``var``,
+            ``std``, ``inv_std``, ``gamma`` as broadcastable arrays of shape (1, D) or (1, C, 1, 1)),
+            and, for updating running statistics, the batch statistics ``mean`` and ``batch_var``
+            (biased variance), both flat of shape (D,) or (C,), and ``m`` (values per feature).
     """
     x = np.asarray(x)
     _check_params(x, gamma, beta)
@@ -165,7 +166,11 @@ def batchnorm_backward(dout, cache):
 
         dx = inv_std / m * (m * dx_hat - sum(dx_hat) - x_hat * sum(dx_hat * x_hat))
 
-    Consequences, per feature: ``sum(dx) = 0`` and ``sum(dx * x_hat) = 0``.
+    Consequences, per feature: ``sum(dx) = 0`` exactly (a shift of x does not change x_hat), and
+    ``sum(dx * x_hat) = 0`` only when ``eps = 0`` (a rescaling of x - mu does not change x_hat then).
+    With ``eps > 0`` the second sum is
+    ``inv_std * eps / (var + eps) * sum(dx_hat * x_hat)``, small but not zero, because
+    ``sum(x_hat ** 2) = m * var / (var + eps)`` rather than ``m``.
 
     Args and returns as in :func:`batchnorm_backward_staged`.
     """

@@ -117,3 +117,15 @@ def test_bad_input_is_refused_with_a_clear_message(bad, message):
 def test_wrong_gamma_shape_is_refused():
     with pytest.raises(ValueError, match="gamma must have shape"):
         batchnorm_forward(np.zeros((4, 3)), np.ones(4), np.zeros(3))
+
+
+def test_cache_holds_the_documented_keys_and_shapes():
+    for shape in ((10, 4), (3, 4, 2, 2)):
+        x, g, b, _ = _data(shape, seed=6)
+        _, cache = batchnorm_forward(x, g, b)
+        axes = (0,) if x.ndim == 2 else (0, 2, 3)
+        np.testing.assert_allclose(cache["mean"], x.mean(axis=axes), atol=1e-12)
+        np.testing.assert_allclose(cache["batch_var"], x.var(axis=axes), atol=1e-12)
+        assert cache["mean"].shape == cache["batch_var"].shape == (4,)
+        assert cache["var"].shape == ((1, 4) if x.ndim == 2 else (1, 4, 1, 1))
+        assert cache["m"] == x.size // 4
