@@ -32,7 +32,7 @@ class _BatchNorm(nn.Module):
         if momentum is not None and not 0.0 <= momentum <= 1.0:
             raise ValueError(
                 f"momentum is PyTorch's weight on the NEW batch statistic and must be in [0, 1] "
-                f"(default 0.1; the paper's alpha=0.9 is momentum=0.1); got {momentum}"
+                f"(default 0.1; a keep-old alpha of 0.9, as in d2l, CS231n or the study notes, is momentum=0.1); got {momentum}"
             )
         factory = {"device": device, "dtype": dtype}
         self.num_features = num_features

@@ -2,16 +2,20 @@
 
 Two ways to write the same exponential moving average (EMA) are in use, and they are easy to confuse:
 
-* **keep-old** (the paper's and the study notes' ``alpha``, CS231n's and Keras' ``momentum``)::
+* **keep-old** (the study notes' ``alpha``; the ``momentum`` of d2l's layer, which is the notes' code, of CS231n
+  and of Keras)::
 
-      avg <- alpha * avg + (1 - alpha) * new          alpha = 0.9 (paper, CS231n) or 0.99 (Keras)
+      avg <- alpha * avg + (1 - alpha) * new          alpha = 0.9 (d2l, CS231n) or 0.99 (Keras)
 
 * **take-new** (PyTorch's ``momentum``)::
 
       avg <- (1 - momentum) * avg + momentum * new    momentum = 0.1 (PyTorch)
 
 They are the same update when ``alpha = 1 - momentum``; PyTorch's ``momentum=None`` is the cumulative
-(equal-weight) average instead. Every function here takes a 1-D sequence of values (or a (T, ...) array,
+(equal-weight) average instead. The batch-norm paper itself prescribes no moving average and no alpha: its
+Algorithm 2 computes the inference statistics after training, ``E[x] = mean of the batch means`` and
+``Var[x] = m / (m - 1) * mean of the batch variances`` over many training mini-batches of size m
+(:mod:`bncourse.population_stats` computes the exact population version). Every function here takes a 1-D sequence of values (or a (T, ...) array,
 averaging along axis 0) and returns the whole trajectory, so chapters can plot it.
 """
 from __future__ import annotations
@@ -53,11 +57,11 @@ def simple_moving_average(values, window: int) -> np.ndarray:
 
 
 def ema_keep_old(values, alpha: float = 0.9, init=None) -> np.ndarray:
-    """EMA written the paper's way: ``avg <- alpha * avg + (1 - alpha) * new``.
+    """EMA written the keep-old way (d2l, CS231n, Keras): ``avg <- alpha * avg + (1 - alpha) * new``.
 
     Args:
         values: (T, ...) sequence.
-        alpha: weight kept on the old average, in [0, 1).
+        alpha: weight kept on the old average, in [0, 1]; 1 keeps the start value forever.
         init: starting average; ``None`` starts from the first value (no start-up bias).
             Batch norm starts from 0 (mean) and 1 (variance), which biases the first steps.
 
@@ -108,9 +112,20 @@ def cumulative_average(values) -> np.ndarray:
 def ema_bias_corrected(values, alpha: float = 0.9) -> np.ndarray:
     """EMA started at 0 and divided by ``1 - alpha**t`` (Adam's correction).
 
-    Without the division, an EMA that starts at 0 is pulled toward 0 for roughly
-    ``1 / (1 - alpha)`` steps; with it, every step is an unbiased weighted average.
+    Without the division, an EMA that starts at 0 is pulled toward 0: after t steps the start value
+    still holds weight ``alpha**t``, which falls below 1% only after ``ln(0.01) / ln(alpha)``, about
+    ``4.6 / (1 - alpha)`` steps (44 for alpha = 0.9). After ``1 / (1 - alpha)`` steps it still holds
+    about ``e**-1``, 37%. With the division every step is a proper weighted average of the data.
+
+    Args:
+        values: (T, ...) sequence.
+        alpha: weight kept on the old average, in [0, 1).
+
+    Returns:
+        (T, ...) trajectory of the corrected average.
     """
+    if not 0.0 <= alpha < 1.0:
+        raise ValueError(f"alpha must be in [0, 1) for the bias correction (1 - alpha**t > 0), got {alpha}")
     v = np.asarray(values, dtype=float)
     raw = ema_keep_old(v, alpha=alpha, init=np.zeros_like(v[0]))
     steps = np.arange(1, len(v) + 1).reshape((-1,) + (1,) * (v.ndim - 1))
@@ -118,7 +133,7 @@ def ema_bias_corrected(values, alpha: float = 0.9) -> np.ndarray:
 
 
 def alpha_to_momentum(alpha: float) -> float:
-    """Keep-old ``alpha`` (paper, CS231n 0.9, Keras 0.99) to PyTorch's take-new ``momentum``."""
+    """Keep-old ``alpha`` (d2l and CS231n 0.9, Keras 0.99) to PyTorch's take-new ``momentum``."""
     return 1.0 - alpha
 
 

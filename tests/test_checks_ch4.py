@@ -20,7 +20,7 @@ def running_update(running_mean, running_var, x, momentum, convention, training=
 
 
 def convert_momentum(value, source, target):
-    keep_old = {"paper", "cs231n", "keras"}
+    keep_old = {"d2l", "cs231n", "keras"}
     return value if (source in keep_old) == (target in keep_old) else 1 - value
 
 
@@ -119,6 +119,18 @@ def test_convert_momentum_mistakes():
     _fails("ch4_convert_momentum", lambda v, s, t: v, "copied unchanged", "opposite conventions")
     _fails("ch4_convert_momentum", lambda v, s, t: 1 - v, "same convention")
     _fails("ch4_convert_momentum", lambda v, s, t: str(v), "must return a number")
+
+
+def test_convert_momentum_names_d2l_not_the_paper():
+    # The paper has no momentum; the keep-old 0.9 is d2l's (the study notes' code). An answer that does not
+    # know "d2l" as a keep-old source copies 0.9 into PyTorch unchanged, and the check says so.
+    from bncourse.checks.ch4_inference import KEEP_OLD
+    assert KEEP_OLD == ("d2l", "cs231n", "keras")
+
+    def unknown_d2l(value, source, target):
+        keep_old = {"cs231n", "keras"}
+        return value if (source in keep_old) == (target in keep_old) else 1 - value
+    _fails("ch4_convert_momentum", unknown_d2l, "copied unchanged", "'d2l' and 'pytorch' use opposite conventions")
 
 
 # ---------------------------------------------------------------- bias-corrected EMA

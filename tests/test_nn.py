@@ -98,6 +98,9 @@ def test_refuses_what_torch_refuses_with_a_clearer_message(module, x, message):
 def test_bad_constructor_arguments():
     with pytest.raises(ValueError, match="weight on the NEW batch statistic"):
         BatchNorm1d(3, momentum=0.9 + 1)
+    with pytest.raises(ValueError, match="keep-old alpha of 0.9.*is momentum=0.1") as info:
+        BatchNorm1d(3, momentum=-0.1)
+    assert "paper" not in str(info.value)          # the paper has no momentum; 0.9 is d2l's and CS231n's
     with pytest.raises(ValueError, match="positive int"):
         BatchNorm1d(0)
 

@@ -52,3 +52,21 @@ def test_update_running_stats_matches_torch():
         rm, rv = update_running_stats(rm, rv, xn.mean(0), xn.var(0), n=5, momentum=0.2)
     np.testing.assert_allclose(rm, bn.running_mean.numpy())
     np.testing.assert_allclose(rv, bn.running_var.numpy())
+
+
+def test_start_value_weight_after_one_over_one_minus_alpha_steps_is_about_one_over_e():
+    # The docstring's claim: 1/(1 - alpha) steps leave ~e^-1 of the start value; ~4.6/(1 - alpha) steps reach 1 %.
+    for alpha in (0.9, 0.99, 0.999):
+        start_only = ema_keep_old(np.zeros(int(round(10 / (1 - alpha)))), alpha=alpha, init=1.0)
+        window = int(round(1 / (1 - alpha)))
+        assert 0.34 < start_only[window - 1] < np.exp(-1)
+        below_1pct = int(np.argmax(start_only < 0.01)) + 1
+        assert abs(below_1pct - np.log(100) / (1 - alpha)) <= 0.05 * np.log(100) / (1 - alpha)
+
+
+def test_alpha_range():
+    np.testing.assert_allclose(ema_keep_old([5.0, 7.0], alpha=1.0, init=2.0), [2.0, 2.0])   # 1 keeps the start
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        ema_keep_old([1.0], alpha=1.5)
+    with pytest.raises(ValueError, match="bias correction"):
+        ema_bias_corrected([1.0, 2.0], alpha=1.0)

@@ -4,10 +4,15 @@ Exercises (what the student passes to :func:`bncourse.checks.check`):
 
 ``ch4_running_update``     ``running_update(running_mean, running_var, x, momentum, convention, training)
                            -> (new_mean, new_var)``: one running-statistics update of a BN layer, in the
-                           ``"pytorch"`` (momentum weights the new value) or ``"paper"`` (alpha keeps the
-                           old value) convention; unchanged in inference mode
+                           ``"pytorch"`` (momentum weights the new value) or ``"keep_old"`` (the number is
+                           the weight kept on the old value, as in d2l, CS231n and Keras) convention;
+                           unchanged in inference mode
 ``ch4_convert_momentum``   ``convert_momentum(value, source, target) -> float`` between the conventions of
-                           ``"paper"``, ``"cs231n"``, ``"keras"`` (keep-old) and ``"pytorch"`` (take-new)
+                           ``"d2l"``, ``"cs231n"``, ``"keras"`` (keep-old) and ``"pytorch"`` (take-new)
+
+The batch-norm paper itself has no moving average and no momentum (its Algorithm 2 averages batch
+statistics after training), so no convention is named after it. The keep-old 0.9 comes from d2l (the study
+notes' code) and CS231n.
 ``ch4_bias_corrected_ema`` ``bias_corrected_ema(values, alpha) -> (T, D)``: EMA started at 0 and divided
                            by ``1 - alpha**t``
 ``ch4_population_stats``   ``population_stats(batches) -> (mean, var)``: exact mean and unbiased variance
@@ -32,8 +37,8 @@ __all__ = [
     "KEEP_OLD", "TAKE_NEW",
 ]
 
-#: conventions whose number is the weight kept on the OLD average (alpha)
-KEEP_OLD = ("paper", "cs231n", "keras")
+#: sources whose number is the weight kept on the OLD average (alpha)
+KEEP_OLD = ("d2l", "cs231n", "keras")
 #: conventions whose number is the weight given to the NEW value
 TAKE_NEW = ("pytorch",)
 
@@ -68,15 +73,15 @@ def _update(rm, rv, batch_mean, batch_var, w):
 @register
 class RunningUpdate(Exercise):
     name = "ch4_running_update"
-    title = "one running-statistics update, in the PyTorch or the paper's convention"
+    title = "one running-statistics update, in PyTorch's or the keep-old convention"
     references = ("bncourse.running_stats:update_running_stats", "bncourse.running_stats:ema_take_new",
                   "bncourse.running_stats:ema_keep_old")
 
     def cases(self, rng):
         out = []
         for n, d, momentum, convention, training in (
-            (8, 3, 0.1, "pytorch", True), (5, 4, 0.9, "paper", True), (16, 2, 0.3, "pytorch", True),
-            (4, 3, 0.8, "paper", True), (6, 3, 0.1, "pytorch", False), (6, 2, 0.9, "paper", False),
+            (8, 3, 0.1, "pytorch", True), (5, 4, 0.9, "keep_old", True), (16, 2, 0.3, "pytorch", True),
+            (4, 3, 0.8, "keep_old", True), (6, 3, 0.1, "pytorch", False), (6, 2, 0.9, "keep_old", False),
         ):
             out.append({
                 "running_mean": rng.normal(size=d), "running_var": rng.uniform(0.5, 2.0, size=d),
@@ -146,18 +151,18 @@ class RunningUpdate(Exercise):
 @register
 class ConvertMomentum(Exercise):
     name = "ch4_convert_momentum"
-    title = "convert a momentum between the paper's, CS231n's, Keras' and PyTorch's conventions"
+    title = "convert a momentum between d2l's, CS231n's, Keras' and PyTorch's conventions"
     references = ("bncourse.running_stats:alpha_to_momentum", "bncourse.running_stats:momentum_to_alpha")
 
     def cases(self, rng):
         return [
-            {"value": 0.9, "source": "paper", "target": "pytorch"},
+            {"value": 0.9, "source": "d2l", "target": "pytorch"},
             {"value": 0.99, "source": "keras", "target": "pytorch"},
             {"value": 0.1, "source": "pytorch", "target": "keras"},
-            {"value": 0.9, "source": "cs231n", "target": "paper"},
+            {"value": 0.9, "source": "cs231n", "target": "d2l"},
             {"value": float(np.round(rng.uniform(0.05, 0.3), 3)), "source": "pytorch", "target": "pytorch"},
             {"value": float(np.round(rng.uniform(0.7, 0.99), 3)), "source": "keras", "target": "cs231n"},
-            {"value": float(np.round(rng.uniform(0.01, 0.2), 3)), "source": "pytorch", "target": "paper"},
+            {"value": float(np.round(rng.uniform(0.01, 0.2), 3)), "source": "pytorch", "target": "d2l"},
         ]
 
     def run(self, fn, case):
@@ -177,11 +182,11 @@ class ConvertMomentum(Exercise):
         if same:
             mistakes = {f"{src!r} and {dst!r} use the same convention"
                         + (" (all three weight the OLD value)" if src in KEEP_OLD else "")
-                        + ", so the number stays the same; only between keep-old (paper, CS231n, Keras) and "
+                        + ", so the number stays the same; only between keep-old (d2l, CS231n, Keras) and "
                           "PyTorch's take-new convention does it become 1 - value": 1.0 - v}
         else:
             mistakes = {f"the number was copied unchanged: {src!r} and {dst!r} use opposite conventions "
-                        f"(paper, CS231n and Keras weight the OLD value, PyTorch the NEW one), so convert with "
+                        f"(d2l, CS231n and Keras weight the OLD value, PyTorch the NEW one), so convert with "
                         f"1 - value": v}
         expect_scalar("the converted momentum", result["value"], want, rtol=1e-12, atol=1e-12, mistakes=mistakes)
 
