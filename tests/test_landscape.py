@@ -36,6 +36,9 @@ def test_measurements_match_closed_form_on_a_quadratic():
     assert np.isclose(res.grad_norm, g.norm().item(), rtol=1e-10)
     assert np.isclose(res.grad_predictiveness, max(etas) * hg, rtol=1e-10)
     assert np.isclose(res.beta_smoothness, hg / g.norm().item(), rtol=1e-10)
+    # per step size: ||grad(w - eta g) - g|| = eta ||Hg||; relative to ||g||: max_eta eta ||Hg|| / ||g||
+    np.testing.assert_allclose(res.grad_changes, [e * hg for e in etas], rtol=1e-10)
+    assert np.isclose(res.grad_change_relative, max(etas) * hg / g.norm().item(), rtol=1e-10)
     # beta-smoothness is at most the largest Hessian eigenvalue
     assert res.beta_smoothness <= torch.linalg.eigvalsh(hess).max().item() + 1e-9
 
@@ -81,4 +84,19 @@ def test_train_with_smoothness_records_at_the_right_steps():
     losses, at, found = ls.train_with_smoothness(model, data, lr=0.1, steps=7, every=3, progress=False)
     assert len(losses) == 7 and at == [0, 3, 6] and len(found) == 3
     s = ls.summarize(found)
+    assert set(s) == set(ls.MEASURES)
     assert all(np.isfinite(v) and v >= 0 for v in s.values())
+    assert s["loss_range"] == np.median([m.loss_range for m in found])
+
+
+def test_relative_gradient_change_ignores_the_loss_scale():
+    # Multiplying the loss by c multiplies g and every gradient change by c: the raw gradient predictiveness
+    # scales by c, the relative change does not.
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 3)).double()
+    x, y = torch.randn(16, 4, dtype=torch.float64), torch.randint(0, 3, (16,))
+    base = ls.measure_along_gradient(model, x, y, [0.1, 0.5])
+    scaled = ls.measure_along_gradient(model, x, y, [0.1 / 10, 0.5 / 10],
+                                       loss_fn=lambda out, t: 10 * nn.functional.cross_entropy(out, t))
+    assert np.isclose(scaled.grad_predictiveness, 10 * base.grad_predictiveness, rtol=1e-9)
+    assert np.isclose(scaled.grad_change_relative, base.grad_change_relative, rtol=1e-9)
