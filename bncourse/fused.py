@@ -18,6 +18,8 @@ every dimension but 1 (``m = N * H * W`` values each).
 """
 from __future__ import annotations
 
+import os
+import warnings
 from collections import Counter
 from typing import Callable
 
@@ -143,21 +145,36 @@ def cpp_compiler() -> tuple[str | None, str]:
 def try_compile(fn: Callable, *example_inputs: Tensor, grad_output: Tensor | None = None):
     """``torch.compile(fn)``, compiled now on ``example_inputs`` (forward, and backward if ``grad_output``).
 
+    Inductor's on-disk cache is bypassed when ``ATEN_CPU_CAPABILITY`` is set (an emulated, older CPU): in
+    torch 2.13 that variable changes the generated code but not the cache key, so a cache filled on the real
+    CPU hands back vectorized code that then fails to build. A failed compile is also retried once without
+    the cache.
+
     Returns:
         ``(compiled, message)``: ``compiled`` is ``None`` when no C++ compiler is found or compiling fails,
         and ``message`` then says why (it never raises for a missing or broken compiler).
     """
+    from torch._inductor import config as inductor_config
+
     compiler, message = cpp_compiler()
     if compiler is None:
         return None, message
-    compiled = torch.compile(fn)
-    try:
-        inputs = [t.detach().requires_grad_(t.requires_grad) for t in example_inputs]
-        out = compiled(*inputs)
-        if grad_output is not None:
-            out.backward(grad_output)
-    except Exception as error:                                        # a broken toolchain, missing headers
-        torch._dynamo.reset()
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
-        return None, f"torch.compile failed with {compiler} ({type(error).__name__}: {first_line[:200]})"
-    return compiled, f"compiled with {compiler}"
+    attempts = [True] if os.environ.get("ATEN_CPU_CAPABILITY") else [False, True]
+    for attempt, disable_caches in enumerate(attempts):
+        if attempt:
+            torch._dynamo.reset()                                     # forget the failed attempt
+        compiled = torch.compile(fn)
+        try:
+            with inductor_config.patch(force_disable_caches=disable_caches), warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message=".*force_disable_caches")   # says the cache is off
+                inputs = [t.detach().requires_grad_(t.requires_grad) for t in example_inputs]
+                out = compiled(*inputs)
+                if grad_output is not None:
+                    out.backward(grad_output)
+        except Exception as error:                                    # a broken toolchain, missing headers
+            first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
+            message = f"torch.compile failed with {compiler} ({type(error).__name__}: {first_line[:200]})"
+            continue
+        return compiled, f"compiled with {compiler}"
+    torch._dynamo.reset()
+    return None, message
