@@ -101,6 +101,11 @@ def _class() -> dict:
         "def batchnorm_backward_staged(dout, x, gamma, eps=1e-5):\n"
         "    _, cache = _fwd(x, gamma, 0 * gamma, eps)\n    return _copy(dout, cache)"))
     subs["uses_reference"] = nb
+
+    nb = _nb()     # saved by an editor that drops cell metadata, under another name (see the fixture)
+    for c in nb.cells:
+        c.metadata.pop("nbgrader", None)
+    subs["stripped"] = nb
     return subs
 
 
@@ -112,16 +117,19 @@ def graded(tmp_path_factory):
     for name, nb in _class().items():
         d = sub_dir / name
         d.mkdir()
-        target = d / "03_batchnorm_from_scratch_exercises.ipynb"
+        target = d / ("homework.ipynb" if name == "stripped" else "03_batchnorm_from_scratch_exercises.ipynb")
         if isinstance(nb, str):
             target.write_text(nb)
         else:
             nbformat.write(nb, str(target))
     before = {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in sub_dir.rglob("*") if p.is_file()}
     out = tmp_path_factory.mktemp("out")
+    from bncourse.grading.sandbox import unavailable_reason
+
+    no_sandbox = ["--no-sandbox"] if unavailable_reason() else []    # these cases hold with and without it
     rc = main(["grade", str(sub_dir), "--solutions", str(ROOT / "solutions"), "--out", str(out), "--jobs", "2",
                "--cell-timeout", "15", "--exercise-timeout", "10", "--total-timeout", "240", "--no-progress",
-               "--seed", "2024"])
+               "--seed", "2024", *no_sandbox])
     after = {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in sub_dir.rglob("*") if p.is_file()}
     rows = {r["student"]: r for r in json.loads((out / "details.json").read_text())}
     return {"rc": rc, "rows": rows, "out": out, "unchanged": before == after}
@@ -211,6 +219,12 @@ def test_calling_the_reference_implementation_earns_nothing(graded):
     assert "reference implementation bncourse.bn_numpy" in _reason(row, "bn_backward_staged")
 
 
+def test_notebook_without_nbgrader_metadata_is_matched_by_its_content_and_graded(graded):
+    row = graded["rows"]["stripped"]
+    assert row["assignment"] == "03_batchnorm_from_scratch" and _scores(row) == FULL
+    assert any("no nbgrader metadata" in n for n in row["notes"])
+
+
 def test_csv_has_one_row_per_student_and_a_column_per_exercise(graded):
     with open(graded["out"] / "grades.csv") as f:
         rows = list(csv.DictReader(f))
@@ -249,3 +263,26 @@ def test_cli_exit_code_2_without_submissions(tmp_path, capsys):
 
     assert main(["grade", str(tmp_path), "--solutions", str(ROOT / "solutions"), "--no-progress"]) == 2
     assert main(["grade", str(tmp_path / "nope.ipynb"), "--solutions", str(ROOT / "solutions")]) == 2
+
+
+def _plain(nb) -> dict:
+    return {"cells": [{"cell_type": c.cell_type, "source": c.source, "nbgrader": c.metadata.get("nbgrader", {})}
+                      for c in nb.cells]}
+
+
+def test_match_source_by_content_by_name_and_by_assignment():
+    from bncourse.grading.core import find_sources, match_source
+
+    sources = find_sources(ROOT / "solutions")
+    stripped = _nb()
+    for c in stripped.cells:
+        c.metadata.pop("nbgrader", None)
+    nb = _plain(stripped)
+    assert match_source(nb, Path("homework.ipynb"), sources).assignment == "03_batchnorm_from_scratch"
+    with pytest.raises(SubmissionError, match="this is the notebook of 03_batchnorm_from_scratch, not of 04_"):
+        match_source(_plain(_nb()), Path("x.ipynb"), sources, assignment="04_inference_and_running_stats")
+    empty = {"cells": [{"cell_type": "code", "source": "print(1)", "nbgrader": {}}]}
+    with pytest.raises(SubmissionError, match="no nbgrader metadata and none of the check"):
+        match_source(empty, Path("homework.ipynb"), sources)
+    assert match_source(empty, Path("03_batchnorm_from_scratch_exercises (1).ipynb"),
+                        sources).assignment == "03_batchnorm_from_scratch"

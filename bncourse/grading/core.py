@@ -179,48 +179,144 @@ def find_sources(solutions: str | Path) -> list[Source]:
     return [load_source(x) for x in paths]
 
 
-def match_source(nb: dict, path: Path, sources: list[Source]) -> Source:
+def _defined_names(nb: dict) -> set[str]:
+    """Top-level functions, classes and assigned names of the notebook's code cells."""
+    names: set[str] = set()
+    for c in nb["cells"]:
+        if c["cell_type"] != "code":
+            continue
+        try:
+            tree = ast.parse(c["source"])
+        except SyntaxError:
+            continue
+        for node in tree.body:
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                names.add(node.name)
+            elif isinstance(node, ast.Assign):
+                names.update(t.id for t in node.targets if isinstance(t, ast.Name))
+    return names
+
+
+def _checked_names(nb: dict) -> set[str]:
+    """Exercise names of the ``check("name", ...)`` calls in the notebook's code cells."""
+    found = set()
+    for c in nb["cells"]:
+        if c["cell_type"] == "code" and "check" in c["source"]:
+            call = _check_call(c["source"])
+            if call:
+                found.add(call[0])
+    return found
+
+
+def content_score(nb: dict, source: Source) -> int:
+    """How many of the source's exercises the notebook checks or defines the function of."""
+    checked, defined = _checked_names(nb), _defined_names(nb)
+    return sum((e.name in checked) + (e.expr in defined) for e in source.exercises)
+
+
+def match_source(nb: dict, path: Path, sources: list[Source], assignment: str | None = None) -> Source:
+    """The solutions notebook this submission answers: by nbgrader ``grade_id`` overlap; for a notebook
+    without nbgrader metadata (stripped by an editor, cells copied into a new notebook), by its
+    ``check(...)`` calls and the exercise functions it defines, then by file name. With ``assignment``,
+    a notebook of another assignment is rejected as such."""
+    names = ", ".join(Path(s.path).name for s in sources)
     ids = {c["nbgrader"].get("grade_id") for c in nb["cells"] if c["nbgrader"].get("grade_id")}
     best = max(sources, key=lambda s: len(s.grade_ids & ids))
     if best.grade_ids & ids:
-        return best
-    if ids:  # an nbgrader notebook, but of another assignment
-        names = ", ".join(Path(s.path).name for s in sources)
+        found = best
+    elif ids:  # an nbgrader notebook, but of another assignment
         raise SubmissionError(f"wrong assignment: this notebook's exercises ({', '.join(sorted(ids)[:3])}, ...) "
                               f"belong to none of {names}")
-    for s in sources:
-        if s.assignment and s.assignment in path.stem:
-            return s
-    names = ", ".join(Path(s.path).name for s in sources)
-    raise SubmissionError(f"wrong assignment: this notebook contains none of the exercises of {names}")
+    else:
+        scores = {id(s): content_score(nb, s) for s in sources}
+        by_name = [s for s in sources if s.assignment and s.assignment in path.stem]
+        top = max(scores.values())
+        candidates = [s for s in sources if scores[id(s)] == top] if top else by_name
+        candidates = [s for s in candidates if s in by_name] or candidates
+        if not candidates:
+            raise SubmissionError(
+                f"wrong assignment: this notebook has no nbgrader metadata and none of the check(...) calls or "
+                f"exercise functions of {names}, and its file name matches none of them; submit the notebook "
+                f"that was handed out (with its cells' metadata) or name the file after the assignment")
+        found = candidates[0]
+    if assignment and found.assignment != assignment:
+        raise SubmissionError(f"wrong assignment: this is the notebook of {found.assignment}, "
+                              f"not of {assignment}")
+    return found
 
 
 # --------------------------------------------------------------------------------------------
 # The kernel
 # --------------------------------------------------------------------------------------------
-def _kernel_env() -> dict[str, str]:
-    import bncourse
+MAX_RESULT_BYTES = 16_000_000      # results of one exercise (.npz), checked before they are parsed
+MAX_STATUS_BYTES = 1_000_000       # its status (.json)
 
-    pkg_parent = str(Path(next(iter(bncourse.__path__))).resolve().parent)
-    env = dict(os.environ)
-    env["PYTHONPATH"] = pkg_parent + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    env.update(PYTHONHASHSEED="0", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1",
-               MPLBACKEND="Agg", PYDEVD_DISABLE_FILE_VALIDATION="1")
-    env.pop("JPY_PARENT_PID", None)
-    return env
+
+def _capped_npz(data: bytes) -> dict[str, np.ndarray]:
+    """Arrays of an .npz held in memory, refusing pickles and members that expand past the cap."""
+    import io
+    import zipfile
+
+    with zipfile.ZipFile(io.BytesIO(data)) as zf:
+        if sum(i.file_size for i in zf.infolist()) > MAX_RESULT_BYTES:
+            raise ValueError("the results expand to more than the size accepted")
+    with np.load(io.BytesIO(data), allow_pickle=False) as z:
+        return {k: z[k] for k in z.files}
 
 
 class Kernel:
-    """A fresh IPython kernel in ``cwd`` that runs source text with a time limit, capping outputs."""
+    """A fresh IPython kernel that runs source text with a time limit, capping outputs.
 
-    def __init__(self, cwd: str, deadline: float):
-        self.cwd = cwd
+    With ``limits`` (a :class:`sandbox.Limits`) it runs inside a bubblewrap sandbox (see ``sandbox.py``);
+    with None, as a plain subprocess of the grader (``--no-sandbox``). ``tmp`` is the grader's own
+    directory for this submission: ``tmp/in`` holds what the grader sends (read-only in the sandbox).
+    """
+
+    def __init__(self, tmp: Path, deadline: float, limits=None):
+        self.tmp = Path(tmp)
         self.deadline = deadline
+        self.limits = limits
         self.client = None
+        self.inbox = self.tmp / "in"
+        self.inbox.mkdir(mode=0o755, exist_ok=True)
+        os.chmod(self.inbox, 0o755)
+        self.workdir = self.tmp / "work"      # unsandboxed only
+        self.workdir.mkdir(exist_ok=True)
+
+    @property
+    def sandboxed(self) -> bool:
+        return self.limits is not None
+
+    def inbox_path(self, name: str) -> str:
+        """Where the kernel sees the file ``name`` the grader wrote into ``self.inbox``."""
+        from .sandbox import INBOX
+
+        return f"{INBOX}/{name}" if self.sandboxed else str(self.inbox / name)
+
+    def outbox_path(self, name: str) -> str:
+        """Where the kernel writes a result file ``name`` for the grader."""
+        from .sandbox import OUTBOX
+
+        return f"{OUTBOX}/{name}" if self.sandboxed else str(self.workdir / ".grader" / name)
+
+    def read_result(self, name: str, cap: int) -> bytes:
+        """A result file the kernel wrote, read without following symbolic links, at most ``cap`` bytes."""
+        from .sandbox import OUTBOX, read_beneath
+
+        if self.sandboxed:
+            root, rel = self.client.km.root_fd(), f"{OUTBOX}/{name}"
+        else:
+            root, rel = os.open(self.tmp, os.O_PATH | os.O_DIRECTORY), f"work/.grader/{name}"
+        try:
+            return read_beneath(root, rel, cap)
+        finally:
+            os.close(root)
 
     def start(self) -> None:
         import nbformat
         from nbclient import NotebookClient
+
+        from .sandbox import SandboxKernelManager, kernel_env, package_dir
 
         class _Capped(NotebookClient):
             kept = 0
@@ -234,11 +330,21 @@ class Kernel:
                 return super().output(outs, msg, display_id, cell_index)
 
         nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("")])
+        extra = dict(kernel_manager_class=SandboxKernelManager) if self.sandboxed else {}
         self.client = _Capped(nb, kernel_name="python3", timeout=60, allow_errors=True,
                               interrupt_on_timeout=True, record_timing=False, startup_timeout=60,
-                              error_on_timeout={"ename": "GraderTimeout", "evalue": "time limit", "traceback": []})
-        self.client.km = self.client.create_kernel_manager()
-        self.client.start_new_kernel(cwd=self.cwd, env=_kernel_env(), stdout=subprocess.DEVNULL,
+                              shutdown_kernel="immediate",
+                              error_on_timeout={"ename": "GraderTimeout", "evalue": "time limit", "traceback": []},
+                              **extra)
+        km = self.client.km = self.client.create_kernel_manager()
+        if self.sandboxed:
+            km.setup_sandbox(self.inbox, kernel_env(), self.limits)
+            km.kernel_spec.interrupt_mode = "message"    # a signal would reach bubblewrap, not the kernel
+            env = {"PATH": "/usr/bin:/bin"}   # bubblewrap's own; the kernel's is set by --setenv
+        else:
+            (self.workdir / ".grader").mkdir(exist_ok=True)
+            env = kernel_env(extra_path=str(package_dir().parent), workdir=str(self.workdir))
+        self.client.start_new_kernel(cwd=str(self.workdir), env=env, stdout=subprocess.DEVNULL,
                                      stderr=subprocess.DEVNULL)
         self.client.start_new_kernel_client()
 
@@ -261,6 +367,9 @@ class Kernel:
             return "dead", "the kernel died"
         except Exception as e:  # nbclient internals (e.g. iopub timeout)
             return "error", f"{type(e).__name__}: {e}"
+        finally:
+            if self.sandboxed and self.client.km is not None:
+                self.client.km.kill_strays()     # nothing a cell started keeps running after it
         if time.monotonic() - started >= limit - 0.5:
             return "timeout", f"stopped after {limit} s"
         for out in cell.outputs:
@@ -295,10 +404,9 @@ def student_name(path: Path, root: Path | None) -> str:
 
 
 def _cells_to_run(nb: dict, source: Source) -> tuple[list[str], list[str]]:
-    from .kernel_side import OUTPUT_CAP_SOURCE
-
     notes = []
-    cells = [OUTPUT_CAP_SOURCE % {"limit": OUTPUT_CAP_CHARS}]
+    cells = [f"from bncourse.grading.kernel_side import cap_output as __bncourse_cap\n"
+             f"__bncourse_cap({OUTPUT_CAP_CHARS})\ndel __bncourse_cap"]
     restored = set()
     test_ids = {e.grade_id for e in source.exercises}
     for c in nb["cells"]:
@@ -315,7 +423,11 @@ def _cells_to_run(nb: dict, source: Source) -> tuple[list[str], list[str]]:
         else:
             cells.append(c["source"])
     missing = [e.grade_id for e in source.exercises if e.grade_id not in restored]
-    if missing:
+    if not any(c["nbgrader"].get("grade_id") for c in nb["cells"]):
+        notes.append("the notebook has no nbgrader metadata (an editor stripped it, or cells were copied into a "
+                     "new notebook): matched by its check(...) calls and functions; locked cells were not "
+                     "restored; every exercise is still graded")
+    elif missing:
         notes.append(f"test cells missing from the notebook: {', '.join(missing)} (graded anyway)")
     return cells, notes
 
@@ -333,10 +445,22 @@ def _explain(kind: str, error: str | None, spec: ExerciseSpec, reference: str | 
     return error or kind
 
 
-def _grade_exercise(kernel: Kernel, tmp: Path, spec: ExerciseSpec, seed: int, timeout: float) -> tuple[str, str]:
+def exercise_cell(spec: ExerciseSpec, cases_npz: str, cases_json: str, out_npz: str, out_json: str,
+                  timeout: float) -> str:
+    """The cell the grader runs in the student's kernel for one exercise (see ``kernel_side.run_exercise``)."""
+    return (f"from bncourse.grading.kernel_side import run_exercise as __bncourse_run\n"
+            f"try:\n"
+            f"    __bncourse_run(lambda: ({spec.expr}), {spec.name!r}, {cases_npz!r}, {cases_json!r},\n"
+            f"                   {out_npz!r}, {out_json!r}, {timeout!r})\n"
+            f"finally:\n"
+            f"    del __bncourse_run\n")
+
+
+def _grade_exercise(kernel: Kernel, spec: ExerciseSpec, seed: int, timeout: float) -> tuple[str, str]:
     """("passed" | "failed" | "dead" | "hung", reason)."""
+    import secrets
+
     from bncourse.checks import core as checks
-    from .kernel_side import RUN_SOURCE
 
     try:
         ex = checks.get_exercise(spec.name)
@@ -344,31 +468,33 @@ def _grade_exercise(kernel: Kernel, tmp: Path, spec: ExerciseSpec, seed: int, ti
         return "failed", f"grader: {e.args[0]}"
     cases = checks.make_cases(ex, seed)
     arrays, meta = checks.to_wire(cases)
-    base = tmp / f"_grader_{spec.name}"
-    np.savez(f"{base}_cases.npz", **arrays)
-    Path(f"{base}_cases.json").write_text(meta)
-    out_npz, out_json = Path(f"{base}_out.npz"), Path(f"{base}_out.json")
-    for p in (out_npz, out_json):
-        p.unlink(missing_ok=True)
-    src = RUN_SOURCE % {"expr": spec.expr, "name": spec.name, "cases_npz": f"{base}_cases.npz",
-                        "cases_json": f"{base}_cases.json", "out_npz": str(out_npz), "out_json": str(out_json),
-                        "timeout": timeout}
+    base = f"{spec.name}-{secrets.token_hex(4)}"      # a new name each time: never a stale result
+    np.savez(kernel.inbox / f"{base}_cases.npz", **arrays)
+    (kernel.inbox / f"{base}_cases.json").write_text(meta)
+    src = exercise_cell(spec, kernel.inbox_path(f"{base}_cases.npz"), kernel.inbox_path(f"{base}_cases.json"),
+                        kernel.outbox_path(f"{base}_out.npz"), kernel.outbox_path(f"{base}_out.json"), timeout)
     status, detail = kernel.run(src, timeout + 10)
     if status == "dead":
         return "dead", "the kernel died while running this exercise (os._exit, a crash, or out of memory)"
     if status == "timeout":
         return "hung", f"stopped by the time limit ({detail}): an infinite loop, or far too slow"
     try:
-        report = json.loads(out_json.read_text())
+        report = json.loads(kernel.read_result(f"{base}_out.json", MAX_STATUS_BYTES))
         st = report["status"]
-        with np.load(out_npz, allow_pickle=False) as z:
-            wire = {k: z[k] for k in z.files}
+        wire = _capped_npz(kernel.read_result(f"{base}_out.npz", MAX_RESULT_BYTES))
         results = checks.from_wire(wire, report["meta"])
-    except Exception:
+    except Exception as e:
+        from .sandbox import ResultTooLarge
+
+        if isinstance(e, ResultTooLarge) or "expand to more" in str(e):
+            return "failed", f"the results are too large ({e})"
         why = f" ({detail})" if status == "error" else ""
         return "failed", f"no results came back from the notebook's kernel{why}"
+    if not isinstance(st, dict):
+        return "failed", "no results came back from the notebook's kernel"
     if st.get("kind"):
-        return "failed", _explain(st["kind"], st.get("error"), spec, st.get("reference"))
+        return "failed", _explain(str(st["kind"]), st.get("error") and str(st["error"])[:2000], spec,
+                                  str(st.get("reference") or ""))
     if len(results) != len(cases):
         return "failed", "no results came back from the notebook's kernel"
     try:
@@ -380,95 +506,146 @@ def _grade_exercise(kernel: Kernel, tmp: Path, spec: ExerciseSpec, seed: int, ti
     return "passed", ""
 
 
+UNSANDBOXED_NOTE = "graded WITHOUT a sandbox (--no-sandbox): the notebook ran with the grader's rights"
+
+
 def grade_submission(path: str, sources: list[str], *, seed: int, cell_timeout: float = 30.0,
                      total_timeout: float = 300.0, exercise_timeout: float = 10.0,
-                     root: str | None = None) -> dict:
-    """Grade one notebook; always returns a result dict (``SubmissionResult.to_dict``), never raises."""
+                     root: str | None = None, sandbox: bool = True, limits=None,
+                     assignment: str | None = None) -> dict:
+    """Grade one notebook; always returns a result dict (``SubmissionResult.to_dict``), never raises.
+
+    The steps, in order: :func:`read_and_match`, :func:`restore_locked_cells`, :meth:`NotebookRun.run`
+    (run every cell, restarting the kernel without the cells that killed it), :func:`grade_exercises`.
+    ``sandbox=False`` runs the kernel without bubblewrap (the row says so); ``limits`` is a
+    :class:`sandbox.Limits` (default: ``Limits()``). With ``assignment``, a notebook of another
+    assignment is rejected as such.
+    """
+    from .sandbox import Limits
+
     t0 = time.monotonic()
     p = Path(path)
     res = SubmissionResult(path=str(path), student=student_name(p, Path(root) if root else None), seed=seed)
-    _grade_into(res, p, sources, seed=seed, cell_timeout=cell_timeout, total_timeout=total_timeout,
-                exercise_timeout=exercise_timeout)
-    res.seconds = round(time.monotonic() - t0, 2)
-    return res.to_dict()
-
-
-def _grade_into(res: SubmissionResult, p: Path, sources: list[str], *, seed: int, cell_timeout: float,
-                total_timeout: float, exercise_timeout: float) -> None:
-    tmp = None
-    kernel = None
+    run = None
     try:
-        srcs = [load_source(s) for s in sources]
-        try:
-            nb = read_notebook(p)
-            source = match_source(nb, p, srcs)
-        except SubmissionError as e:
-            res.status, res.reason = "rejected", str(e)
-            return
-        res.assignment = source.assignment
-        cells, res.notes = _cells_to_run(nb, source)
-        tmp = Path(tempfile.mkdtemp(prefix="bncourse-grade-"))
-        deadline = time.monotonic() + total_timeout
-        bad: set[int] = set()        # cells that killed the kernel or could not be interrupted
-
-        def fresh_kernel() -> Kernel:
-            k = Kernel(str(tmp), deadline)
-            k.start()
-            return k
-
-        def run_notebook() -> Kernel:
-            attempts = 0
-            while True:
-                attempts += 1
-                k = fresh_kernel()
-                restart = False
-                for i, src in enumerate(cells):
-                    if i in bad or not src.strip():
-                        continue
-                    status, detail = k.run(src, cell_timeout)
-                    if status == "error" and attempts == 1 and i:
-                        res.notes.append(f"code cell {i} raised {detail.splitlines()[0][:200]}")
-                    elif status == "timeout":
-                        res.notes.append(f"code cell {i} was stopped by the time limit ({detail}): infinite loop?")
-                        bad.add(i)     # do not wait for it again when the notebook is replayed
-                        if time.monotonic() >= deadline - 1:
-                            res.notes.append("the total time limit was reached")
-                            return k
-                        if not k.responsive():
-                            restart = True
-                            break
-                    elif status == "dead":
-                        res.notes.append(f"code cell {i} killed the kernel (sys.exit/os._exit/crash); "
-                                         f"it is skipped and the notebook replayed without it")
-                        bad.add(i)
-                        restart = True
-                        break
-                if not restart or attempts >= 4 or time.monotonic() >= deadline - 1:
-                    return k
-                k.stop()
-
-        kernel = run_notebook()
-        for spec in source.exercises:
-            if time.monotonic() >= deadline - 1:
-                outcome, reason = "failed", "not graded: the total time limit was reached"
-            else:
-                outcome, reason = _grade_exercise(kernel, tmp, spec, seed, exercise_timeout)
-                if outcome in ("dead", "hung"):
-                    kernel.stop()
-                    kernel = run_notebook()
-            passed = outcome == "passed"
-            res.exercises.append(ExerciseResult(spec.name, spec.points if passed else 0.0, spec.points,
-                                                "passed" if passed else "failed", reason))
-        res.notes = list(dict.fromkeys(res.notes))
+        matched = read_and_match(res, p, sources, assignment)
+        if matched is not None:
+            nb, source = matched
+            cells = restore_locked_cells(res, nb, source)
+            run = NotebookRun(res, cells, limits=(limits or Limits()) if sandbox else None,
+                              cell_timeout=cell_timeout, deadline=time.monotonic() + total_timeout)
+            run.run()
+            grade_exercises(res, run, source, seed=seed, exercise_timeout=exercise_timeout)
     except Exception as e:  # the grader's own failure: a row, and exit code 1
         res.status = "grader_error"
         res.reason = f"internal grader error: {type(e).__name__}: {e}"
         res.notes.append(traceback.format_exc(limit=5))
     finally:
-        if kernel is not None:
-            kernel.stop()
-        if tmp is not None:
-            shutil.rmtree(tmp, ignore_errors=True)
+        if run is not None:
+            run.close()
+    if not sandbox:
+        res.notes.insert(0, UNSANDBOXED_NOTE)
+    res.notes = list(dict.fromkeys(res.notes))
+    res.seconds = round(time.monotonic() - t0, 2)
+    return res.to_dict()
+
+
+def read_and_match(res: SubmissionResult, p: Path, sources: list[str],
+                   assignment: str | None = None) -> tuple[dict, Source] | None:
+    """Step 1: read the notebook and find its solutions notebook; None (row rejected, with the reason) if
+    either is impossible."""
+    srcs = [load_source(s) for s in sources]
+    try:
+        nb = read_notebook(p)
+        source = match_source(nb, p, srcs, assignment)
+    except SubmissionError as e:
+        res.status, res.reason = "rejected", str(e)
+        return None
+    res.assignment = source.assignment
+    return nb, source
+
+
+def restore_locked_cells(res: SubmissionResult, nb: dict, source: Source) -> list[str]:
+    """Step 2: the code cells to run, with the locked cells restored from the source (notes say which)."""
+    cells, notes = _cells_to_run(nb, source)
+    res.notes.extend(notes)
+    return cells
+
+
+class NotebookRun:
+    """Step 3: the notebook's cells run in a fresh kernel (sandboxed when ``limits`` is given); a cell that
+    kills the kernel or cannot be interrupted is skipped and the notebook replayed without it."""
+
+    MAX_ATTEMPTS = 4
+
+    def __init__(self, res: SubmissionResult, cells: list[str], *, limits, cell_timeout: float, deadline: float):
+        self.res, self.cells, self.limits = res, cells, limits
+        self.cell_timeout, self.deadline = cell_timeout, deadline
+        self.bad: set[int] = set()        # cells that killed the kernel or could not be interrupted
+        self.tmp = Path(tempfile.mkdtemp(prefix="bncourse-grade-"))
+        self.kernel: Kernel | None = None
+
+    def out_of_time(self) -> bool:
+        return time.monotonic() >= self.deadline - 1
+
+    def run(self) -> Kernel:
+        """Run the notebook (again) in a new kernel; returns that kernel, ready for the exercises."""
+        self.close_kernel()
+        notes = self.res.notes
+        attempts = 0
+        while True:
+            attempts += 1
+            k = self.kernel = Kernel(self.tmp, self.deadline, self.limits)
+            k.start()
+            restart = False
+            for i, src in enumerate(self.cells):
+                if i in self.bad or not src.strip():
+                    continue
+                status, detail = k.run(src, self.cell_timeout)
+                if status == "error" and attempts == 1 and i:
+                    notes.append(f"code cell {i} raised {detail.splitlines()[0][:400] if detail else 'an error'}")
+                elif status == "timeout":
+                    notes.append(f"code cell {i} was stopped by the time limit ({detail}): infinite loop?")
+                    self.bad.add(i)     # do not wait for it again when the notebook is replayed
+                    if self.out_of_time():
+                        notes.append("the total time limit was reached")
+                        return k
+                    if not k.responsive():
+                        restart = True
+                        break
+                elif status == "dead":
+                    notes.append(f"code cell {i} killed the kernel (sys.exit/os._exit/crash/a sandbox limit); "
+                                 f"it is skipped and the notebook replayed without it")
+                    self.bad.add(i)
+                    restart = True
+                    break
+            if not restart or attempts >= self.MAX_ATTEMPTS or self.out_of_time():
+                return k
+            self.close_kernel()
+
+    def close_kernel(self) -> None:
+        if self.kernel is not None:
+            self.kernel.stop()
+            self.kernel = None
+
+    def close(self) -> None:
+        self.close_kernel()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def grade_exercises(res: SubmissionResult, run: NotebookRun, source: Source, *, seed: int,
+                    exercise_timeout: float) -> None:
+    """Step 4: each exercise on fresh inputs in the kernel, verified here; full points or none."""
+    for spec in source.exercises:
+        if run.out_of_time() or run.kernel is None:
+            outcome, reason = "failed", "not graded: the total time limit was reached"
+        else:
+            outcome, reason = _grade_exercise(run.kernel, spec, seed, exercise_timeout)
+            if outcome in ("dead", "hung"):
+                run.run()
+        passed = outcome == "passed"
+        res.exercises.append(ExerciseResult(spec.name, spec.points if passed else 0.0, spec.points,
+                                            "passed" if passed else "failed", reason))
 
 
 def find_submissions(target: str | Path) -> tuple[list[Path], Path | None]:

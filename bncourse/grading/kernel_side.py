@@ -1,74 +1,87 @@
-"""The code the grader sends into the student's kernel (as source text, formatted per exercise).
+"""Code that runs INSIDE the student's kernel (imported there as ``bncourse.grading.kernel_side``).
 
-It evaluates the function expression of the exercise's test cell in the student's namespace,
-poisons the reference implementations (``Exercise.references``), runs ``Exercise.run`` on the
-inputs the grader wrote to disk, and writes the results back as ``.npz`` (numeric arrays only,
-no pickle) plus JSON. It never judges anything: verification happens in the grader's process.
+The grader sends one short cell per exercise (see ``core.exercise_cell``) that imports this module and
+calls :func:`run_exercise`. It evaluates the function expression of the exercise's test cell in the
+student's namespace, poisons the reference implementations (``Exercise.references``), runs
+``Exercise.run`` on the inputs the grader wrote, and writes the results back as ``.npz`` (numeric arrays
+only, no pickle) plus JSON. It never judges anything: verification happens in the grader's process.
+Everything here is best effort against a hostile kernel (the student can patch this module too); what
+the grader relies on is only that results are plain arrays it verifies itself (see ``grading/__init__``).
 """
 from __future__ import annotations
 
-OUTPUT_CAP_SOURCE = r'''
-def __bncourse_cap_output(limit=%(limit)d):
-    import sys
-    class _Capped:
-        def __init__(self, stream):
-            self._stream, self._left, self._noted = stream, limit, False
-        def write(self, text):
-            if self._left <= 0:
-                if not self._noted:
-                    self._noted = True
-                    self._stream.write("\n[grader: further output suppressed]\n")
-                return len(text)
-            self._left -= len(text)
-            return self._stream.write(text[: max(0, self._left + len(text))])
-        def __getattr__(self, name):
-            return getattr(self._stream, name)
-    sys.stdout = _Capped(sys.stdout)
-    sys.stderr = _Capped(sys.stderr)
-__bncourse_cap_output()
-del __bncourse_cap_output
-'''
+import contextlib
+import importlib
+import json
+import sys
+import types
+from typing import Any, Callable, Iterator
 
-RUN_SOURCE = r'''
-def __bncourse_grade():
-    import importlib, json, sys, types
-    import numpy as np
-    from bncourse.checks import core
-    status = {"error": None, "kind": None, "reference": None}
-    def finish(results=None):
-        arrays, meta = core.to_wire(results or [])
-        np.savez(%(out_npz)r, **arrays)
-        with open(%(out_json)r, "w") as f:
-            json.dump({"status": status, "meta": meta}, f)
-    try:
-        fn = eval(%(expr)r, globals())
-    except BaseException as e:
-        status.update(kind="missing", error=f"{type(e).__name__}: {e}")
-        return finish()
-    ex = core.get_exercise(%(name)r)
-    with np.load(%(cases_npz)r, allow_pickle=False) as z:
-        arrays = {k: z[k] for k in z.files}
-    cases = core.from_wire(arrays, open(%(cases_json)r).read())
+SUPPRESSED = "\n[grader: further output suppressed]\n"
 
-    # poison the reference implementations, and watch for calls to any copy of their code
-    trap_mod = types.ModuleType("_bncourse_trap")
-    trap_mod.hits = []
-    sys.modules["_bncourse_trap"] = trap_mod
-    restore, codes = [], {}
-    def trap_for(ref):
-        ns = {}
-        exec("def _trap(*args, **kwargs):\n"
-             f"    __import__('sys').modules['_bncourse_trap'].hits.append({ref!r})\n"
-             f"    raise RuntimeError('the reference implementation {ref} may not be used here')\n", ns)
-        return ns["_trap"]
-    for ref in ex.references:
+
+class CappedStream:
+    """A text stream that passes on at most ``limit`` characters, then one note, then nothing."""
+
+    def __init__(self, stream: Any, limit: int):
+        self._stream, self._left, self._noted = stream, limit, False
+
+    def write(self, text: str) -> int:
+        if self._left <= 0:
+            if not self._noted:
+                self._noted = True
+                self._stream.write(SUPPRESSED)
+            return len(text)
+        keep = text[: self._left]
+        self._left -= len(text)
+        self._stream.write(keep)
+        return len(text)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+def cap_output(limit: int) -> None:
+    """Cap what the notebook's cells print (the grader caps the messages it receives as well)."""
+    sys.stdout = CappedStream(sys.stdout, limit)
+    sys.stderr = CappedStream(sys.stderr, limit)
+
+
+# --------------------------------------------------------------------------------------------
+# Poisoning the reference implementations
+# --------------------------------------------------------------------------------------------
+HITS: list[str] = []          # references called while an exercise ran
+_REF = "__bncourse_reference__"
+
+
+def _trap_template(*args: Any, **kwargs: Any) -> None:  # its code object is copied into the poisoned functions
+    __import__("sys").modules["bncourse.grading.kernel_side"].HITS.append("__bncourse_reference__")
+    raise RuntimeError("the reference implementation __bncourse_reference__ may not be used here")
+
+
+def make_trap(ref: str) -> types.FunctionType:
+    """A function that records a call to ``ref`` and raises; its code has no free variables, so it can
+    replace the ``__code__`` of the reference itself (catching aliases bound before the grading)."""
+    code = _trap_template.__code__
+    consts = tuple(c.replace(_REF, ref) if isinstance(c, str) and _REF in c else c for c in code.co_consts)
+    return types.FunctionType(code.replace(co_consts=consts), {"__builtins__": __builtins__}, "_trap")
+
+
+@contextlib.contextmanager
+def poisoned(references: list[str]) -> Iterator[list[str]]:
+    """Within the block, each ``"module:attr"`` reference raises when called (and any copy of its code is
+    noticed by a profiler); yields the list of references hit."""
+    HITS.clear()
+    restore: list[tuple[Any, str, Any]] = []
+    codes: dict[types.CodeType, str] = {}
+    for ref in references:
         modname, _, attr = ref.partition(":")
         try:
             mod = importlib.import_module(modname)
             obj = getattr(mod, attr)
         except Exception:
             continue
-        trap = trap_for(ref)
+        trap = make_trap(ref)
         if isinstance(obj, type):
             for klass in obj.__mro__:
                 if klass.__module__.startswith(("torch.nn.modules.module", "builtins")):
@@ -86,39 +99,67 @@ def __bncourse_grade():
                     obj.__code__ = trap.__code__
             restore.append((mod, attr, obj))
             setattr(mod, attr, trap)
-    def profiler(frame, event, arg):
+
+    def profiler(frame: Any, event: str, arg: Any) -> None:
         if event == "call":
-            ref = codes.get(frame.f_code)
-            if ref is not None:
-                trap_mod.hits.append(ref)
-    results = None
+            hit = codes.get(frame.f_code)
+            if hit is not None:
+                HITS.append(hit)
+
     sys.setprofile(profiler)
     try:
-        results = core.run_cases(ex, fn, cases, timeout=%(timeout)r)
-    except NotImplementedError:
-        status.update(kind="not_implemented", error="NotImplementedError")
-    except core.CheckTimeout as e:
-        status.update(kind="timeout", error=str(e))
-    except core.CheckFailure as e:
-        status.update(kind="failure", error=str(e))
-    except BaseException as e:
-        status.update(kind="exception", error=f"{type(e).__name__}: {e}")
+        yield HITS
     finally:
         sys.setprofile(None)
         for obj, attr, old in reversed(restore):
             if old is None:
-                try:
+                with contextlib.suppress(AttributeError):
                     delattr(obj, attr)
-                except AttributeError:
-                    pass
             else:
                 setattr(obj, attr, old)
-    if trap_mod.hits:
-        status.update(kind="reference", reference=trap_mod.hits[0], error=None)
-        results = None
-    finish(results)
-try:
-    __bncourse_grade()
-finally:
-    del __bncourse_grade
-'''
+
+
+# --------------------------------------------------------------------------------------------
+# Running one exercise
+# --------------------------------------------------------------------------------------------
+def run_exercise(get_fn: Callable[[], Any], name: str, cases_npz: str, cases_json: str, out_npz: str,
+                 out_json: str, timeout: float) -> dict:
+    """Run exercise ``name`` on the grader's cases with the function ``get_fn()``; write the results.
+
+    Returns the status dict it wrote (``kind`` is None when the function ran on every case)."""
+    import numpy as np
+
+    from bncourse.checks import core
+
+    status: dict[str, Any] = {"error": None, "kind": None, "reference": None}
+    results = None
+    try:
+        fn = get_fn()
+    except BaseException as e:
+        status.update(kind="missing", error=f"{type(e).__name__}: {e}")
+    else:
+        ex = core.get_exercise(name)
+        with np.load(cases_npz, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+        with open(cases_json) as f:
+            cases = core.from_wire(arrays, f.read())
+        hits: list[str] = []
+        try:
+            with poisoned(list(ex.references)) as hits:
+                results = core.run_cases(ex, fn, cases, timeout=timeout)
+        except NotImplementedError:
+            status.update(kind="not_implemented", error="NotImplementedError")
+        except core.CheckTimeout as e:
+            status.update(kind="timeout", error=str(e))
+        except core.CheckFailure as e:
+            status.update(kind="failure", error=str(e))
+        except BaseException as e:
+            status.update(kind="exception", error=f"{type(e).__name__}: {e}")
+        if hits:
+            status.update(kind="reference", reference=hits[0], error=None)
+            results = None
+    arrays, meta = core.to_wire(results or [])
+    np.savez(out_npz, **arrays)
+    with open(out_json, "w") as f:
+        json.dump({"status": status, "meta": meta}, f)
+    return status

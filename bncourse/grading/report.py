@@ -5,9 +5,9 @@ import csv
 import json
 from pathlib import Path
 
-from .core import SubmissionResult
+from .core import UNSANDBOXED_NOTE, SubmissionResult
 
-__all__ = ["exercise_columns", "format_table", "write_csv", "gradescope_results", "write_gradescope"]
+__all__ = ["sandboxed", "exercise_columns", "format_table", "write_csv", "gradescope_results", "write_gradescope"]
 
 
 def exercise_columns(results: list[SubmissionResult]) -> list[str]:
@@ -17,6 +17,10 @@ def exercise_columns(results: list[SubmissionResult]) -> list[str]:
             if e.name not in cols:
                 cols.append(e.name)
     return cols
+
+
+def sandboxed(r: SubmissionResult) -> bool:
+    return UNSANDBOXED_NOTE not in r.notes
 
 
 def _fmt(x: float) -> str:
@@ -35,6 +39,8 @@ def format_table(results: list[SubmissionResult]) -> str:
             cells.append("-" if e is None else f"{_fmt(e.points)}/{_fmt(e.max_points)}")
         cells.append(f"{_fmt(r.total)}/{_fmt(r.max_total)}" if r.status == "graded" else "0")
         note = r.reason or next((f"{e.name}: {e.reason}" for e in r.exercises if e.reason), "")
+        if not sandboxed(r):
+            note = "UNSANDBOXED" + (f"; {note}" if note else "")
         cells.append(note.splitlines()[0][:90] if note else "")
         rows.append(cells)
     widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
@@ -49,11 +55,13 @@ def write_csv(results: list[SubmissionResult], path: str | Path) -> None:
     cols = exercise_columns(results)
     with open(path, "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
-        w.writerow(["student", "notebook", "assignment", *cols, "total", "max_total", "status", "reason", "seed"])
+        w.writerow(["student", "notebook", "assignment", *cols, "total", "max_total", "status", "reason", "seed",
+                    "sandboxed"])
         for r in results:
             by = {e.name: e for e in r.exercises}
             w.writerow([r.student, r.path, r.assignment, *[_fmt(by[c].points) if c in by else "" for c in cols],
-                        _fmt(r.total), _fmt(r.max_total), r.status, r.reason, r.seed])
+                        _fmt(r.total), _fmt(r.max_total), r.status, r.reason, r.seed,
+                        "yes" if sandboxed(r) else "no"])
 
 
 def gradescope_results(r: SubmissionResult) -> dict:
@@ -61,6 +69,8 @@ def gradescope_results(r: SubmissionResult) -> dict:
     tests = [{"name": e.name, "score": e.points, "max_score": e.max_points, "status": e.status,
               "output": e.reason or "passed", "visibility": "visible"} for e in r.exercises]
     output = r.reason or ("; ".join(r.notes[:5]) if r.notes else "graded")
+    if not sandboxed(r) and UNSANDBOXED_NOTE not in output:
+        output = f"{UNSANDBOXED_NOTE}; {output}"
     if r.status != "graded":
         tests.append({"name": "notebook", "score": 0.0, "max_score": 0.0, "status": "failed",
                       "output": r.reason, "visibility": "visible"})
