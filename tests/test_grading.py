@@ -286,3 +286,24 @@ def test_match_source_by_content_by_name_and_by_assignment():
         match_source(empty, Path("homework.ipynb"), sources)
     assert match_source(empty, Path("03_batchnorm_from_scratch_exercises (1).ipynb"),
                         sources).assignment == "03_batchnorm_from_scratch"
+
+
+def test_no_sandbox_grades_and_every_row_says_so(tmp_path, capsys):
+    """``--no-sandbox`` (e.g. inside Gradescope's container): the kernel runs as a plain subprocess,
+    and the table, the CSV and Gradescope's output all say the grading was unsandboxed."""
+    from bncourse.cli import main
+    from bncourse.grading.core import UNSANDBOXED_NOTE
+
+    sub = tmp_path / "03_batchnorm_from_scratch_exercises.ipynb"
+    sub.write_bytes(EXERCISE.read_bytes())
+    out = tmp_path / "out"
+    assert main(["grade", str(sub), "--solutions", str(ROOT / "solutions"), "--out", str(out), "--no-progress",
+                 "--no-sandbox", "--seed", "1", "--jobs", "1"]) == 0
+    captured = capsys.readouterr()
+    assert "UNSANDBOXED" in captured.out and "without a sandbox" in captured.err
+    with open(out / "grades.csv") as f:
+        row = next(csv.DictReader(f))
+    assert row["sandboxed"] == "no" and row["total"] == "0"
+    results = json.loads((out / "results.json").read_text())
+    assert UNSANDBOXED_NOTE in results["output"]
+    assert "NotImplementedError" in results["tests"][0]["output"]

@@ -1,12 +1,15 @@
 """Grade one submitted notebook, or many in parallel.
 
-For each submission (never modified; all work happens in a temporary directory):
+For each submission (only ever read; all work happens in a temporary directory), in the named steps of
+:func:`grade_submission` (see ``grading/__init__.py`` for the threat model):
 
 1. read it tolerantly (malformed JSON, not a notebook, too big: a row with the reason);
-2. match it with a solutions notebook (by nbgrader ``grade_id`` overlap, then by file name);
+2. match it with a solutions notebook (by nbgrader ``grade_id`` overlap; without nbgrader metadata by
+   its ``check(...)`` calls and exercise functions, then by file name);
 3. restore the locked cells (test cells) from the source, run every code cell in a fresh kernel
-   with a per-cell and a total time limit, restarting the kernel and replaying the cells that
-   worked when a cell kills it or cannot be interrupted;
+   (inside the bubblewrap sandbox of ``sandbox.py`` unless ``sandbox=False``) with a per-cell and a
+   total time limit, restarting the kernel and replaying the cells that worked when a cell kills it
+   or cannot be interrupted;
 4. for each exercise of the source (a locked test cell ``check("name", expr)``), draw fresh
    inputs with the grading seed, send them to ``expr`` in the kernel, get plain arrays back and
    verify them in this process. Full points or none, with the reason.
@@ -17,7 +20,6 @@ import ast
 import json
 import math
 import os
-import re
 import shutil
 import subprocess
 import sys

@@ -144,7 +144,7 @@ def _parents(paths: list[Path]) -> list[str]:
     for p in paths:
         for a in reversed(p.parents):
             s = str(a)
-            if s != "/" and s not in seen and not s.startswith("/usr"):
+            if s not in ("/", SCRATCH) and s not in seen and not s.startswith("/usr"):
                 seen.append(s)
     args: list[str] = []
     for s in seen:
@@ -171,13 +171,13 @@ def bwrap_command(inbox: Path, command: list[str], env: dict[str, str], limits: 
     for k, v in env.items():
         args += ["--setenv", k, v]
     args += _system_mounts()
-    args += _parents([*pydirs, Path(INBOX)])
-    for d in pydirs:
-        args += ["--ro-bind", str(d), str(d)]
     args += ["--proc", "/proc", "--dev", "/dev",
              "--perms", "1777", "--size", str(limits.scratch_bytes), "--tmpfs", SCRATCH]
     for d in (WORKDIR, KERNEL_DIR, OUTBOX):
         args += ["--perms", "0777", "--dir", d]
+    args += _parents([*pydirs, Path(INBOX)])      # after the tmpfs, so an environment under /tmp still shows
+    for d in pydirs:
+        args += ["--ro-bind", str(d), str(d)]
     args += ["--ro-bind", str(inbox), INBOX, "--chdir", WORKDIR]
     if uid is None:
         uid = secrets.randbelow(1_000_000_000) + 1_000_000 if os.geteuid() == 0 else 0
