@@ -87,3 +87,18 @@ def test_run_exercise_writes_results_the_grader_verifies(tmp_path):
 def test_run_exercise_reports_why_there_are_no_results(tmp_path, get_fn, kind):
     _, _, status, results = _run(tmp_path, get_fn)
     assert status["kind"] == kind and results == []
+
+
+def test_launcher_sets_the_limits_then_runs_the_command():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import bncourse.grading as grading
+
+    launcher = Path(grading.__file__).with_name("_launcher.py")
+    code = "import resource; print(resource.getrlimit(resource.RLIMIT_NOFILE), resource.getrlimit(resource.RLIMIT_CORE))"
+    out = subprocess.run([sys.executable, "-I", "-S", str(launcher), '{"NOFILE": 77, "CORE": 0}', "0", "--",
+                          sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "(77, 77) (0, 0)"
