@@ -18,7 +18,8 @@ when done (the context manager does); forgotten hooks keep recording and keep me
 """
 from __future__ import annotations
 
-from typing import Callable, Iterable
+from contextlib import contextmanager
+from typing import Callable, Iterable, Iterator
 
 import torch
 from torch import Tensor, nn
@@ -32,6 +33,8 @@ __all__ = [
     "update_to_data_ratios",
     "UpdateRatioTracker",
     "percentiles",
+    "buffers_restored",
+    "module_input",
 ]
 
 ACTIVATION_TYPES = (nn.Sigmoid, nn.Tanh, nn.ReLU)
@@ -214,3 +217,49 @@ def percentiles(values: Tensor | Iterable[float], qs=(15, 50, 85)) -> list[float
     v = torch.as_tensor(values).detach().double().flatten()
     return [float(torch.quantile(v, q / 100.0)) for q in qs]
 
+
+
+@contextmanager
+def buffers_restored(model: nn.Module) -> Iterator[nn.Module]:
+    """Save every buffer of ``model`` (batch norm's ``running_mean``, ``running_var``,
+    ``num_batches_tracked``) and the train/eval mode of every module; put them back on exit.
+
+    Lets a measurement run the model in training mode without leaving a trace::
+
+        with buffers_restored(model):
+            model.train()
+            model(x_probe)          # BN normalizes with x_probe's own statistics and updates its buffers
+        # buffers and modes are exactly as before
+    """
+    saved = {name: buf.detach().clone() for name, buf in model.named_buffers()}
+    modes = {name: m.training for name, m in model.named_modules()}
+    try:
+        yield model
+    finally:
+        with torch.no_grad():
+            for name, buf in model.named_buffers():
+                buf.copy_(saved[name])
+        for name, m in model.named_modules():
+            m.training = modes[name]
+
+
+@torch.no_grad()
+def module_input(model: nn.Module, x: Tensor, module: nn.Module, *, batch_stats: bool = True) -> Tensor:
+    """The input that ``module`` (a submodule of ``model``) receives when ``model`` runs on ``x``.
+
+    Args:
+        model: the network; left exactly as it was (buffers and train/eval modes restored).
+        x: a batch, e.g. (N, D).
+        module: the submodule whose input is recorded, e.g. one ``nn.Sigmoid``.
+        batch_stats: True runs ``model`` in training mode, so every batch norm layer normalizes with
+            the statistics of ``x`` itself: what the next layer sees during training (the paper's
+            training network). False runs it in eval mode (running statistics, as at inference).
+            Other train-mode behaviour (dropout) also follows this flag.
+
+    Returns:
+        the module's first input, detached, e.g. (N, C) pre-activations.
+    """
+    with buffers_restored(model), HookRecorder(model, select=lambda n, m: m is module, backward=False) as rec:
+        model.train(batch_stats)
+        model(x)
+    return rec.inputs[rec.names[0]]

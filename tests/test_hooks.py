@@ -92,3 +92,54 @@ def test_percentiles_match_numpy():
 def test_no_module_selected_is_an_error():
     with pytest.raises(ValueError, match="selected no module"):
         hooks.HookRecorder(nn.Linear(2, 2))
+
+
+def _bn_net():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(5, 4, bias=False), nn.BatchNorm1d(4), nn.Sigmoid(), nn.Linear(4, 3)).double()
+
+
+def test_module_input_batch_stats_normalizes_with_the_probe_and_leaves_no_trace():
+    model = _bn_net()
+    model.train()
+    for _ in range(3):                                       # give the running statistics some history
+        model(torch.randn(8, 5, dtype=torch.float64) * 3 + 1)
+    model.eval()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    x = torch.randn(50, 5, dtype=torch.float64)
+    z = hooks.module_input(model, x, model[2], batch_stats=True)
+    # reference: BN with the probe's own mean and biased variance
+    h = model[0](x)
+    mu, var = h.mean(0), h.var(0, unbiased=False)
+    bn = model[1]
+    want = (h - mu) / torch.sqrt(var + bn.eps) * bn.weight + bn.bias
+    torch.testing.assert_close(z, want.detach(), rtol=1e-12, atol=1e-12)
+    assert z.mean(0).abs().max() < 1e-12                      # gamma = 1, beta = 0: mean 0 over the probe
+    # nothing changed: buffers (running stats, counter), parameters, and the eval mode
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert not any(m.training for m in model.modules())
+
+
+def test_module_input_running_stats_is_eval_mode():
+    model = _bn_net()
+    model.train()
+    model(torch.randn(8, 5, dtype=torch.float64) * 3 + 1)
+    x = torch.randn(50, 5, dtype=torch.float64)
+    z = hooks.module_input(model, x, model[2], batch_stats=False)
+    bn = model[1]
+    want = (model[0](x) - bn.running_mean) / torch.sqrt(bn.running_var + bn.eps) * bn.weight + bn.bias
+    torch.testing.assert_close(z, want.detach(), rtol=1e-12, atol=1e-12)
+    assert model.training                                     # the mode it had before the call
+    assert all(len(m._forward_hooks) == 0 for m in model.modules())
+
+
+def test_buffers_restored_after_an_exception():
+    model = _bn_net()
+    rm = model[1].running_mean.clone()
+    with pytest.raises(RuntimeError):
+        with hooks.buffers_restored(model):
+            model.train()
+            model(torch.randn(8, 5, dtype=torch.float64) + 5)
+            raise RuntimeError("boom")
+    assert torch.equal(model[1].running_mean, rm) and model[1].num_batches_tracked.item() == 0
