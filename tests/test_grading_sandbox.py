@@ -79,7 +79,7 @@ _try("bncourse_only", lambda: "solutions" not in _os.listdir(_os.path.dirname(_o
 _pids = [p for p in _os.listdir("/proc") if p.isdigit()]
 _seen["pids"] = len(_pids)
 _cmds = " ".join(open(f"/proc/{p}/cmdline", "rb").read().decode(errors="replace") for p in _pids)
-_seen["cmd_leak"] = sum(x in _cmds for x in (SUBMISSIONS, OUT, SOL_DIR, "pytest"))
+_seen["cmd_leak"] = sum(x in _cmds for x in (SUBMISSIONS, OUT, SOL_DIR, "pytest", "bncourse-grade-", "--bind"))
 _try("ppid", lambda: str(_os.getppid()))
 _try("cwd1", lambda: _os.readlink("/proc/1/cwd"))
 _seen["env"] = [k for k, v in _os.environ.items() if "CANARY" in k or "canary" in v or k.startswith("PYTEST")]

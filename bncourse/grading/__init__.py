@@ -39,8 +39,9 @@ Best effort (a determined student can get around these, and the grade then depen
 * the memory limit is per process: a sandbox's total can reach (processes x memory limit); and CPU time
   is not shared fairly between parallel kernels (a spinning cell slows the others until its time limit).
   A hard total needs cgroups (a container with limits);
-* hiding the grader's paths: the sandbox's own command line (its PID 1, bubblewrap) shows where the
-  Python installation and the package are mounted from, though nothing behind them is reachable.
+* hiding the grader's paths: the kernel knows where the Python installation and the package are mounted
+  (they keep their host paths), though nothing else behind those paths is reachable; bubblewrap's own
+  options reach it through a pipe, so no command line in the sandbox lists the mounts.
 
 Not provided: protection against a kernel or bubblewrap vulnerability (use a container or a throwaway
 VM for high-stakes grading); with ``--no-sandbox`` (e.g. inside Gradescope's throwaway container, where

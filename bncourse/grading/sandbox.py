@@ -287,10 +287,24 @@ class SandboxKernelManager(AsyncKernelManager):
         self.ip = f"{KERNEL_DIR}/k"
         self.connection_file = str(Path(inbox) / f"kernel-{secrets.token_hex(4)}.json")
 
+    _args_fd: int | None = None
+
     def format_kernel_cmd(self, extra_arguments=None) -> list[str]:
+        """``bwrap --args FD -- COMMAND``: the options travel through a pipe, so the sandbox's PID 1 (whose
+        command line the kernel can read) does not show the host paths mounted, such as the grader's
+        temporary directory."""
         inner = [sys.executable, "-m", "ipykernel_launcher", "-f",
                  f"{INBOX}/{Path(self.connection_file).name}"]
-        return bwrap_command(self.sandbox_inbox, inner, self.sandbox_env, self.sandbox_limits)
+        cmd = bwrap_command(self.sandbox_inbox, inner, self.sandbox_env, self.sandbox_limits)
+        sep = cmd.index("--")               # the options go through the pipe; the command stays (paths it
+        data = b"".join(a.encode() + b"\0" for a in cmd[1:sep])   # names are visible inside anyway)
+        if len(data) > 60_000:       # more than a pipe holds without a reader: keep them on the command line
+            return cmd
+        r, w = os.pipe()
+        os.write(w, data)
+        os.close(w)
+        self._args_fd = r
+        return [cmd[0], "--args", str(r), *cmd[sep:]]
 
     def write_connection_file(self, **kwargs) -> None:
         super().write_connection_file(**kwargs)
@@ -298,7 +312,14 @@ class SandboxKernelManager(AsyncKernelManager):
 
     async def _async_launch_kernel(self, kernel_cmd, **kw) -> None:
         kw["env"] = {"PATH": "/usr/bin:/bin"}     # bubblewrap's own environment (the kernel's is set by --setenv)
-        await super()._async_launch_kernel(kernel_cmd, **kw)
+        if self._args_fd is not None:
+            kw["pass_fds"] = (self._args_fd,)
+        try:
+            await super()._async_launch_kernel(kernel_cmd, **kw)
+        finally:
+            if self._args_fd is not None:
+                os.close(self._args_fd)
+                self._args_fd = None
         outer = self.provisioner.process.pid
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
