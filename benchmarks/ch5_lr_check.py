@@ -7,6 +7,7 @@ prints the final train accuracy and test accuracy (for the BN net with running s
 exact population statistics of the final weights, measured on all 60,000 training images).
 
     python benchmarks/ch5_lr_check.py > benchmarks/ch5_lr_check.txt
+    python benchmarks/ch5_lr_check.py none:5.0 torch:3.0     # only these runs, no header
 
 It takes about 2 minutes per run on one core. Float32 training at these rates is chaotic across
 CPUs, so another machine gives numbers that differ in the 2nd-3rd decimal.
@@ -20,13 +21,16 @@ from bncourse.repro import seed_everything
 from bncourse.swing import sequential_population_statistics
 from bncourse.train import evaluate, train
 
-RUNS = [(None, 0.3), (None, 0.9), (None, 1.8), (None, 3.0), ("torch", 0.3), ("torch", 1.0), ("torch", 3.0)]
+RUNS = [(None, 0.3), (None, 0.9), (None, 1.8), (None, 3.0), (None, 5.0), ("torch", 0.3), ("torch", 1.0), ("torch", 3.0)]
 EPOCHS, SEED = 10, 0
 
 if __name__ == "__main__":
+    if len(sys.argv) > 1:
+        RUNS = [(None if net == "none" else net, float(lr)) for net, lr in (a.split(":") for a in sys.argv[1:])]
     x_train, _ = load_fashion_mnist("train")
-    print(f"{'net':6s} {'lr':>4s} {'train acc':>9s} {'test (running)':>14s} {'test (exact)':>12s} "
-          f"{'test acc per epoch (running)':s}")
+    if len(sys.argv) == 1:
+        print(f"{'net':6s} {'lr':>4s} {'train acc':>9s} {'test (running)':>14s} {'test (exact)':>12s} "
+              f"{'test acc per epoch (running)':s}")
     for bn, lr in RUNS:
         seed_everything(SEED)
         train_loader, test_loader = fashion_mnist_loaders(256, seed=SEED)

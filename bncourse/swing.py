@@ -124,9 +124,10 @@ def sequential_population_statistics(model: nn.Sequential, x: torch.Tensor, *, b
     Same result as ``population_statistics(model, loader, method="exact")`` (each BN layer gets the
     float64 mean and unbiased variance of its eval-mode input over all of ``x``, with the earlier
     BN layers already using their new statistics), but instead of one pass over the data per BN
-    layer it walks the layers once: the activations of all of ``x`` are kept at one point of the
-    network (in chunks of ``batch_size``) and moved forward layer by layer. To keep memory small,
-    they are stored only before each ``Conv2d``/``Linear``/BN layer (after activations and pooling).
+    layer it walks the layers once: the activations of all of ``x`` are kept (in chunks of
+    ``batch_size``) at the input of the next ``Conv2d``, ``Linear`` or BN layer and moved forward
+    layer by layer. Memory: the largest such activation of all of ``x`` (for LeNet on 60,000 images,
+    the first convolution's output, about 0.8 GB in float32).
 
     Args:
         model: an ``nn.Sequential`` whose BN layers track running statistics; not changed.
