@@ -379,3 +379,13 @@ def test_grade_refuses_without_bubblewrap(tmp_path, monkeypatch, capsys):
     err = capsys.readouterr().err
     assert "apt-get install bubblewrap" in err and "--no-sandbox" in err
 
+
+
+def test_too_old_bubblewrap_is_refused_with_the_reason(monkeypatch):
+    monkeypatch.setattr(sandbox, "bwrap_version", lambda: (0, 6, 1))
+    sandbox.unavailable_reason.cache_clear()
+    try:
+        why = sandbox.unavailable_reason()
+    finally:
+        sandbox.unavailable_reason.cache_clear()
+    assert why is not None and "0.6.1 is too old" in why and "--no-sandbox" in why

@@ -194,6 +194,10 @@ def unavailable_reason() -> str | None:
         return f"the sandbox needs Linux (this is {sys.platform}). {INSTALL_HINT}"
     if shutil.which("bwrap") is None:
         return f"bwrap (bubblewrap) is not installed. {INSTALL_HINT}"
+    version = bwrap_version()
+    if version is not None and version < (0, 8):
+        return (f"bubblewrap {'.'.join(map(str, version))} is too old: 0.8 or newer is needed (--size, --perms "
+                f"for directories, --disable-userns). {INSTALL_HINT}")
     with _tempdir() as inbox:
         try:
             cmd = bwrap_command(Path(inbox), [sys.executable, "-I", "-S", "-c", "pass"], kernel_env(), Limits())
@@ -204,6 +208,18 @@ def unavailable_reason() -> str | None:
         why = (proc.stderr.strip().splitlines() or ["no message"])[-1]
         return f"bwrap could not create a sandbox ({why}); are user namespaces disabled? {INSTALL_HINT}"
     return None
+
+
+def bwrap_version() -> tuple[int, ...] | None:
+    """``bwrap --version`` as a tuple, e.g. (0, 8, 0); None if it cannot be read."""
+    import re
+
+    try:
+        out = subprocess.run(["bwrap", "--version"], capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    m = re.search(r"(\d+)\.(\d+)(?:\.(\d+))?", out)
+    return tuple(int(x) for x in m.groups() if x is not None) if m else None
 
 
 class _tempdir:
