@@ -2,7 +2,8 @@
 
     bncourse make-exercises [SOLUTIONS_DIR] [EXERCISES_DIR] [--check]
     bncourse grade SUBMISSION_OR_DIR --solutions solutions/ [--out DIR] [--jobs N]
-                   [--cell-timeout S] [--total-timeout S] [--seed N]
+                   [--cell-timeout S] [--total-timeout S] [--seed N] [--assignment NAME]
+                   [--memory-limit GIB] [--no-sandbox]
 """
 from __future__ import annotations
 
