@@ -6,11 +6,13 @@ Modules, one job each:
 ``scaling``            standardization, min-max, PCA and ZCA whitening
 ``bn_numpy``           batch norm forward and backward (staged, closed form) in NumPy
 ``functional``         batch norm as a PyTorch function, from scratch
+``fused``              the closed-form backward as an ``autograd.Function``; memory passes; ``torch.compile``
 ``nn``                 ``BatchNorm1d`` and ``BatchNorm2d`` modules, drop-in for ``torch.nn``
 ``running_stats``      moving averages, momentum conventions, bias and Bessel corrections
 ``gradcheck``          finite-difference gradient checks
 ``folding``            inference BN folded into an affine map or the preceding Linear/Conv2d
 ``population_stats``   exact population statistics of every BN layer after training
+``swing``              chapter 5's recorder: inference statistics per epoch (EMA, cumulative, exact), branches
 ``normalizations``     layer, instance and group norm from scratch
 ``conditioning``       Hessian condition numbers and gradient-descent step counts
 ``hooks``              forward/backward hook recorders: activations, gradients, saturation
