@@ -105,7 +105,10 @@ def train(model: nn.Module, train_loader, *, epochs: int = 1, lr: float = 0.1, t
     total = epochs * len(train_loader) if hasattr(train_loader, "__len__") else None
     if max_steps is not None and total is not None:
         total = min(total, max_steps)
-    bar = tqdm(total=total, desc=desc, disable=not progress, leave=False)
+    # At most one refresh every 2 s: in a notebook every refresh is a widget message, and a long cell's messages
+    # pile up until the cell ends (nbval reads them only then); beyond about a thousand queued messages ZMQ drops
+    # the rest, the end-of-cell message included, and nbval reports "Timeout ... waiting for output".
+    bar = tqdm(total=total, desc=desc, disable=not progress, leave=False, mininterval=2.0)
     step = 0
     start = time.perf_counter()
     for _epoch in range(epochs):
