@@ -20,6 +20,7 @@ else
 OTHER_CPU ?= ATEN_CPU_CAPABILITY=default
 endif
 NBVAL := --nbval --nbval-current-env --nbval-cell-timeout=900
+PYTEST_ARGS ?=
 
 setup: $(STAMP)
 
@@ -38,11 +39,11 @@ course: $(STAMP)
 test: test-here test-other-cpu
 
 test-here: $(STAMP)
-	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m pytest -n $(JOBS) --dist loadfile $(NBVAL) tests notebooks solutions
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m pytest -n $(JOBS) --dist loadfile $(NBVAL) $(PYTEST_ARGS) tests notebooks solutions
 
 test-other-cpu: $(STAMP)
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(OTHER_CPU) $(PY) -m pytest -n $(JOBS) --dist loadfile $(NBVAL) \
-		-p no:cacheprovider notebooks solutions
+		-p no:cacheprovider $(PYTEST_ARGS) notebooks solutions
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_batchnorm.py
