@@ -395,3 +395,23 @@ def test_every_exercise_has_a_title_and_draws_cases():
         ex = cls()
         assert ex.title, name
         assert ex.cases(np.random.default_rng(0)), name
+
+
+def test_hint_ladder_climbs_one_rung_per_call_and_stops_at_the_last():
+    from bncourse.checks import REGISTRY, hint, reset_hints
+    name = sorted(REGISTRY)[0]
+    cls = REGISTRY[name]
+    saved = cls.hints
+    cls.hints = ("the concept", "the shapes", "the formula")
+    try:
+        reset_hints(name)
+        shown = [hint(name) for _ in range(4)]
+        assert shown[0] == f"hint 1 of 3 for {name}: the concept"
+        assert shown[1] == f"hint 2 of 3 for {name}: the shapes"
+        assert shown[2].startswith(f"hint 3 of 3 for {name}: the formula") and "last hint" in shown[2]
+        assert shown[3] == shown[2]
+        reset_hints(name)
+        assert hint(name).startswith("hint 1 of 3")
+    finally:
+        cls.hints = saved
+        reset_hints(name)

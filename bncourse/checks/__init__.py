@@ -23,13 +23,15 @@ from .core import (
     expect_array,
     expect_scalar,
     get_exercise,
+    hint,
     register,
+    reset_hints,
     time_limit,
 )
 
 __all__ = [
     "CheckFailure", "CheckTimeout", "Exercise", "IMPORT_ERRORS", "REGISTRY", "check", "diagnose",
-    "expect", "expect_array", "expect_scalar", "get_exercise", "register", "time_limit",
+    "expect", "expect_array", "expect_scalar", "get_exercise", "hint", "register", "reset_hints", "time_limit",
     "chapter_modules",
 ]
 

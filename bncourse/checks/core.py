@@ -103,8 +103,10 @@ __all__ = [
     "expect_array",
     "expect_scalar",
     "get_exercise",
+    "hint",
     "make_cases",
     "register",
+    "reset_hints",
     "run_cases",
     "time_limit",
     "verify_results",
@@ -154,6 +156,9 @@ class Exercise:
     #: ``"module:attribute"`` of reference implementations the student's code must not call
     #: (functions or classes). The grader poisons them inside the student's kernel before ``run``.
     references: tuple[str, ...] = ()
+    #: the hint ladder, most general first: the concept, then the shapes, then the formula.
+    #: :func:`hint` shows the next rung each time it is called. A hint never contains the code.
+    hints: tuple[str, ...] = ()
 
     def cases(self, rng: np.random.Generator) -> list[dict]:
         raise NotImplementedError
@@ -484,6 +489,39 @@ def check(name: str, fn: Any, timeout: float = 5.0, seed: int | None = None, *, 
     verify_results(ex, cases, results)
     if not quiet:
         print(f"✓ {name}: {len(cases)} cases passed")
+
+
+_HINTS_SHOWN: dict[str, int] = {}
+
+
+def hint(name: str) -> str:
+    """Print and return the next hint for exercise ``name`` (concept, then shapes, then formula).
+
+    Each call climbs one rung of the exercise's ladder; the last rung says so and is repeated
+    by later calls (:func:`reset_hints` starts over). Hints never print the solution code.
+    """
+    ex = get_exercise(name)
+    ladder = tuple(ex.hints)
+    if not ladder:
+        text = f"no hints are written for {name!r}; re-read the exercise's instructions and the cell above it"
+        print(text)
+        return text
+    shown = _HINTS_SHOWN.get(name, 0)
+    rung = min(shown, len(ladder) - 1)
+    _HINTS_SHOWN[name] = shown + 1
+    text = f"hint {rung + 1} of {len(ladder)} for {name}: {ladder[rung]}"
+    if rung == len(ladder) - 1:
+        text += " (the last hint; calling hint again repeats it)"
+    print(text)
+    return text
+
+
+def reset_hints(name: str | None = None) -> None:
+    """Start the hint ladder of ``name`` (or of every exercise) from the first rung again."""
+    if name is None:
+        _HINTS_SHOWN.clear()
+    else:
+        _HINTS_SHOWN.pop(name, None)
 
 
 # --------------------------------------------------------------------------------------------
