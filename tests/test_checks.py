@@ -121,7 +121,7 @@ def test_right_answers_pass(capsys):
     check("bn_backward_staged", make_backward())
     check("bn_backward", make_backward())
     check("bn_module", make_module())
-    check("bn_module", nn.BatchNorm1d)          # torch's own module is the specification
+    check("bn_module", nn.BatchNorm1d, allow_references=True)   # torch's own module is the specification
     out = capsys.readouterr().out.splitlines()
     assert out == ["✓ bn_forward: 4 cases passed", "✓ bn_backward_staged: 4 cases passed",
                    "✓ bn_backward: 4 cases passed", "✓ bn_module: 4 cases passed", "✓ bn_module: 4 cases passed"]
@@ -131,14 +131,14 @@ def test_bncourse_reference_passes_its_own_checks():
     from bncourse import bn_numpy
     from bncourse.nn import BatchNorm1d
 
-    check("bn_forward", bn_numpy.batchnorm_forward, quiet=True)
-    check("bn_module", BatchNorm1d, quiet=True)
+    check("bn_forward", bn_numpy.batchnorm_forward, quiet=True, allow_references=True)
+    check("bn_module", BatchNorm1d, quiet=True, allow_references=True)
     for name, bw in (("bn_backward", bn_numpy.batchnorm_backward),
                      ("bn_backward_staged", bn_numpy.batchnorm_backward_staged)):
         def adapted(dout, x, gamma, eps=1e-5, bw=bw):
             _, cache = bn_numpy.batchnorm_forward(x, gamma, np.zeros_like(gamma), eps)
             return bw(dout, cache)
-        check(name, adapted, quiet=True)
+        check(name, adapted, quiet=True, allow_references=True)
 
 
 def test_fresh_seed_draws_other_inputs_and_still_passes():
@@ -415,3 +415,141 @@ def test_hint_ladder_climbs_one_rung_per_call_and_stops_at_the_last():
     finally:
         cls.hints = saved
         reset_hints(name)
+
+
+# ----------------------------------------------------------------------------------------------
+# Forbidden calls: check() in the notebook reports exactly what the grader zeroes
+# ----------------------------------------------------------------------------------------------
+def _hessian(X):
+    A = np.hstack([X, np.ones((len(X), 1))])
+    return A.T @ A / len(X)
+
+
+def _cond_by_eigenvalues(X):
+    lam = np.linalg.eigvalsh(_hessian(X))
+    return float(lam[-1] / lam[0])
+
+
+def _cond_by_numpy(X):
+    return float(np.linalg.cond(_hessian(X)))
+
+
+class _CondExercise(Exercise):
+    """A test-only exercise that forbids numpy.linalg.cond (chapter modules may choose otherwise)."""
+    name = "test_only_condition_number"
+    title = "condition number of A^T A / N"
+    references = ("numpy.linalg:cond",)
+
+    def cases(self, rng):
+        return [{"X": rng.normal(size=(20, 3)) * np.array([1.0, 3.0, 10.0])} for _ in range(3)]
+
+    def run(self, fn, case):
+        return {"kappa": fn(case["X"])}
+
+    def verify(self, case, result):
+        lam = np.linalg.eigvalsh(_hessian(case["X"]))
+        expect_scalar("kappa", result["kappa"], lam[-1] / lam[0], rtol=1e-8)
+
+
+@pytest.fixture
+def cond_exercise():
+    register(_CondExercise)
+    try:
+        yield _CondExercise.name
+    finally:
+        REGISTRY.pop(_CondExercise.name, None)
+
+
+def test_forbidden_numpy_call_is_reported_by_check_with_what_to_do_instead(cond_exercise):
+    from numpy.linalg import cond as bound_before_check       # an alias: the module attribute is not used
+
+    from bncourse.checks import ForbiddenCall
+
+    check(cond_exercise, _cond_by_eigenvalues, quiet=True)      # the same maths without it passes
+    for fn in (_cond_by_numpy, lambda X: float(bound_before_check(_hessian(X)))):
+        with pytest.raises(ForbiddenCall) as info:
+            check(cond_exercise, fn, quiet=True)
+        message = str(info.value)
+        assert info.value.reference == "numpy.linalg:cond"
+        assert "calls numpy.linalg.cond" in message and "no points" in message
+        assert "Instead, " in message and f"hint({cond_exercise!r})" in message
+    assert np.linalg.cond(np.eye(2)) == 1.0                   # restored afterwards
+    check(cond_exercise, _cond_by_numpy, quiet=True, allow_references=True)
+
+
+def test_forbidden_call_wins_over_the_error_the_trap_raises_and_names_the_instead_text(cond_exercise, monkeypatch):
+    from bncourse.checks import ForbiddenCall
+
+    def swallowing(X):          # the trap's RuntimeError is caught by the student's code: still reported
+        try:
+            return _cond_by_numpy(X)
+        except RuntimeError:
+            return 0.0
+
+    monkeypatch.setattr(_CondExercise, "instead", "use np.linalg.eigvalsh")
+    with pytest.raises(ForbiddenCall, match="Instead, use np.linalg.eigvalsh"):
+        check(cond_exercise, swallowing, quiet=True)
+
+
+@pytest.mark.parametrize("fn, kind", [(_cond_by_numpy, "reference"), (_cond_by_eigenvalues, None)])
+def test_grader_side_and_check_agree_on_forbidden_calls(tmp_path, cond_exercise, fn, kind):
+    import json
+
+    from bncourse.checks import core
+    from bncourse.grading import kernel_side
+    from bncourse.grading.core import ExerciseSpec, _explain
+
+    ex = core.get_exercise(cond_exercise)
+    arrays, meta = core.to_wire(core.make_cases(ex, 7))
+    np.savez(tmp_path / "c.npz", **arrays)
+    (tmp_path / "c.json").write_text(meta)
+    status = kernel_side.run_exercise(lambda: fn, ex.name, str(tmp_path / "c.npz"), str(tmp_path / "c.json"),
+                                      str(tmp_path / "o.npz"), str(tmp_path / "o.json"), 5.0)
+    assert status["kind"] == kind
+    assert json.loads((tmp_path / "o.json").read_text())["status"] == status
+    if kind:
+        with pytest.raises(CheckFailure) as info:
+            check(ex.name, fn, quiet=True)
+        spec = ExerciseSpec(ex.name, "fn", 1.0, "gid")
+        assert _explain(kind, status["error"], spec, status["reference"]) == str(info.value)
+
+
+def test_poisoning_imports_every_module_first_so_no_trap_leaks():
+    # bncourse.nn binds bncourse.functional.batch_norm at import; poisoning both must not leave a trap behind
+    import subprocess
+    import sys
+
+    code = ("from bncourse.grading.kernel_side import poisoned\n"
+            "with poisoned(['bncourse.functional:batch_norm', 'bncourse.nn:BatchNorm1d']): pass\n"
+            "import torch, bncourse.nn as m\n"
+            "print(tuple(m.BatchNorm1d(3)(torch.randn(4, 3)).shape))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "(4, 3)", out.stderr[-2000:]
+
+
+# ----------------------------------------------------------------------------------------------
+# Fractions: resolution-aware, any float dtype
+# ----------------------------------------------------------------------------------------------
+def test_expect_fraction_accepts_float32_means_and_names_counts_percentages_and_off_by_one():
+    from bncourse.checks import expect_fraction
+
+    d = torch.from_numpy(np.random.default_rng(0).uniform(size=(3, 37)))
+    want = (d < 0.3).double().mean(dim=1).numpy()
+    got32 = (d.float() < 0.3).float().mean(dim=1).numpy()
+    assert got32.dtype == np.float32 and not np.array_equal(got32.astype(np.float64), want)
+    with pytest.raises(CheckFailure, match="3 of 3 entries differ"):
+        expect_array("f", got32.astype(np.float64), want, rtol=1e-9, atol=1e-12)   # the generic default's false rejection
+    expect_fraction("f", got32, want, 37)
+    expect_fraction("f", np.float32(want[0]), want[0], 37)
+    expect_fraction("f", float(want[0]), want[0], 37)
+    expect_fraction("f", got32, want, np.array([37, 37, 37]))
+    cases = [(want * 37, "holds counts, not fractions"),
+             (want * 100, "percentages"),
+             (want + 1 / 37, "differ by more than a quarter of the resolution"),
+             ((d < 0.3).numpy(), "dtype bool"),
+             (list(want), "expected a numpy.ndarray"),
+             (want[:2], "has shape (2,)")]
+    for got, fragment in cases:
+        with pytest.raises(CheckFailure) as info:
+            expect_fraction("f", got, want, 37, mistakes={"these are percentages": want * 100})
+        assert fragment in str(info.value), str(info.value)

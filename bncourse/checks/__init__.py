@@ -17,10 +17,12 @@ from .core import (
     CheckFailure,
     CheckTimeout,
     Exercise,
+    ForbiddenCall,
     check,
     diagnose,
     expect,
     expect_array,
+    expect_fraction,
     expect_scalar,
     get_exercise,
     hint,
@@ -30,8 +32,8 @@ from .core import (
 )
 
 __all__ = [
-    "CheckFailure", "CheckTimeout", "Exercise", "IMPORT_ERRORS", "REGISTRY", "check", "diagnose",
-    "expect", "expect_array", "expect_scalar", "get_exercise", "hint", "register", "reset_hints", "time_limit",
+    "CheckFailure", "CheckTimeout", "Exercise", "ForbiddenCall", "IMPORT_ERRORS", "REGISTRY", "check",
+    "diagnose", "expect", "expect_array", "expect_fraction", "expect_scalar", "get_exercise", "hint", "register", "reset_hints", "time_limit",
     "chapter_modules",
 ]
 

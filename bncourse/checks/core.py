@@ -68,6 +68,26 @@ What the student sees on failure (a :class:`CheckFailure`, so nbgrader and nbval
     CheckFailure: ✗ standardize (standardize each feature of a batch), case 1 of 2
     [x: (8, 4) float64, eps=1e-05]: out is wrong: you used the unbiased variance (ddof=1); ...
 
+Forbidden calls
+---------------
+``references`` lists the ready-made implementations an exercise asks the student to write (``"module:attr"``:
+a function, a class, a NumPy function such as ``"numpy.linalg:cond"``). :func:`run_cases` runs the cases
+with them poisoned, in the notebook exactly as in the grader (both use
+:func:`bncourse.grading.kernel_side.poisoned`), so ``check`` raises :class:`ForbiddenCall` naming the call and
+saying what to do instead (``Exercise.instead``, or a pointer to ``hint``) before the grader would zero it.
+List only what a correct answer never needs: ``tests/test_checks_seeds.py`` runs every solution with its
+references poisoned.
+
+Tolerances (they must not depend on the seed)
+---------------------------------------------
+The grader draws fresh cases with a seed chosen at grading time, so the same answer must get the same
+verdict under any seed: draw cases whose conditioning is bounded (variances bounded away from 0 unless
+the case is about that, no near-ties for a comparison), and set tolerances from the round-off the
+computation allows, not from what one seed happened to produce. ``tests/test_checks_seeds.py`` grades
+every solution over 50 seeds. For fractions (``(d < t).float().mean()``: float32, known only to its
+resolution ``1 / count``) use :func:`expect_fraction`, which accepts any float dtype and compares with
+the absolute tolerance :func:`fraction_tolerance`; never a relative tolerance like ``rtol=1e-9``.
+
 Rules that :func:`expect_array` enforces, in this order: the value is a plain ``numpy.ndarray``
 (not a list, a tensor, a subclass or an object whose ``==`` is always true), its dtype, its shape
 (a named mistake that explains a wrong shape is reported), finite values, then the values.
@@ -101,7 +121,11 @@ __all__ = [
     "default_seed",
     "expect",
     "expect_array",
+    "expect_fraction",
+    "fraction_tolerance",
+    "forbidden_message",
     "expect_scalar",
+    "ForbiddenCall",
     "get_exercise",
     "hint",
     "make_cases",
@@ -124,6 +148,18 @@ class CheckFailure(AssertionError):
 
 class CheckTimeout(CheckFailure):
     """The student's code ran longer than the time limit (probably an infinite loop)."""
+
+
+class ForbiddenCall(CheckFailure):
+    """The student's code called a reference implementation it was asked to write (``Exercise.references``).
+
+    ``reference`` is the ``"module:attribute"`` that was called. The in-notebook :func:`check` and the grader
+    raise it for the same calls, so an answer that passes ``check`` never loses its points in the grader
+    for a forbidden call."""
+
+    def __init__(self, message: str, reference: str):
+        super().__init__(message)
+        self.reference = reference
 
 
 class _Alarm(BaseException):
@@ -156,6 +192,9 @@ class Exercise:
     #: ``"module:attribute"`` of reference implementations the student's code must not call
     #: (functions or classes). The grader poisons them inside the student's kernel before ``run``.
     references: tuple[str, ...] = ()
+    #: what to use instead of a forbidden reference, shown when the student calls one (optional; e.g.
+    #: ``"compute the eigenvalues with np.linalg.eigvalsh and divide the largest by the smallest"``).
+    instead: str = ""
     #: the hint ladder, most general first: the concept, then the shapes, then the formula.
     #: :func:`hint` shows the next rung each time it is called. A hint never contains the code.
     hints: tuple[str, ...] = ()
@@ -377,6 +416,76 @@ def expect_scalar(name: str, got: Any, want: float, *, rtol: float = 1e-6, atol:
     raise CheckFailure(f"{name} is {float(got)!r}, expected {float(want)!r}")
 
 
+def fraction_tolerance(count: Any) -> Any:
+    """Absolute tolerance for a fraction ``k / count``: a quarter of its resolution ``1 / count`` (so a
+    count off by one is caught), never below 1e-6 (the float32 round-off of a mean over a million entries).
+    ``count`` may be an array (one denominator per entry, e.g. per layer of different widths)."""
+    tol = np.maximum(0.25 / np.maximum(np.asarray(count, dtype=np.float64), 1.0), 1e-6)
+    return float(tol) if tol.ndim == 0 else tol
+
+
+def expect_fraction(name: str, got: Any, want: Any, count: Any, *,
+                    mistakes: Mapping[str, Any] | None = None) -> None:
+    """Check a fraction ``k / count`` (share of saturated units, of correct predictions...), scalar or array.
+
+    A fraction is only known to its resolution ``1 / count``, and students compute it in whatever
+    precision their tensors have: ``(d < t).float().mean()`` is float32, exact only to about 6e-8. So,
+    unlike :func:`expect_array`, any real float dtype (and, for a scalar, a Python or NumPy number or a
+    0-d array) is accepted, and values are compared with the absolute tolerance
+    :func:`fraction_tolerance` (``count``) instead of a relative one. Use it for every fraction; a
+    generic ``rtol=1e-9`` rejects correct float32 answers.
+
+    Args:
+        name: what the student calls this result.
+        got: the student's value.
+        want: the exact fraction(s), float64.
+        count: how many things the fraction is taken over (its denominator); an int, or an array
+            broadcastable to ``want`` (one denominator per entry).
+        mistakes: ``{message: outcome}`` as for :func:`expect_array`.
+    """
+    want = np.asarray(want, dtype=np.float64)
+    atol = fraction_tolerance(count)
+    if isinstance(got, (bool, np.bool_)):
+        raise CheckFailure(f"{name} is {describe_value(got)}, expected a fraction between 0 and 1 (a comparison "
+                           f"gives booleans; average them as floats)")
+    if want.ndim == 0 and isinstance(got, (int, float, np.integer, np.floating)):
+        got = np.asarray(got)
+    if want.ndim == 0 and type(got) is np.ndarray and got.size == 1:
+        got = got.reshape(())
+    _check_plain_array(name, got)
+    if got.dtype.kind not in "fiu":
+        raise CheckFailure(f"{name} has dtype {got.dtype}, expected floating-point fractions"
+                           + (" (booleans: average them as floats, e.g. .float().mean() or .mean())"
+                              if got.dtype.kind == "b" else ""))
+    if got.shape != want.shape:
+        message = diagnose(got, want, mistakes, rtol=0.0, atol=float(np.min(atol)))
+        if message:
+            raise CheckFailure(f"{name} has shape {got.shape} instead of {want.shape}: {message}")
+        raise CheckFailure(f"{name} has shape {got.shape}, expected {want.shape}")
+    got64 = got.astype(np.float64)
+    with np.errstate(all="ignore"):
+        if np.allclose(got64, want, rtol=0.0, atol=atol, equal_nan=True):
+            return
+        message = diagnose(got64, want, mistakes, rtol=0.0, atol=float(np.min(atol)))
+        if message:
+            raise CheckFailure(f"{name} is wrong: {message}")
+        counts = np.broadcast_to(np.asarray(count, dtype=np.float64), want.shape)
+        if np.all(counts > 1) and np.allclose(got64, want * counts, rtol=0.0, atol=0.5):
+            raise CheckFailure(f"{name} holds counts, not fractions: divide by the number of entries")
+    if not np.all(np.isfinite(got64)):
+        raise CheckFailure(f"{name} contains NaN/inf; a fraction is a finite number between 0 and 1")
+    if np.any(got64 < -atol) or np.any(got64 > 1 + atol):
+        raise CheckFailure(f"{name} has values outside [0, 1] (from {got64.min():.4g} to {got64.max():.4g}); "
+                           f"a fraction is a count divided by the number of entries")
+    err = np.abs(got64 - want) - atol
+    idx = np.unravel_index(int(np.argmax(err)), got64.shape) if got64.ndim else ()
+    raise CheckFailure(
+        f"{name} has wrong values: {int((err > 0).sum())} of {got64.size} differ by more than a quarter of "
+        f"the resolution 1/count; the worst"
+        + (f" at index {tuple(int(i) for i in idx)}" if got64.ndim else "")
+        + f": got {got64[idx]:.6g}, expected {want[idx]:.6g}")
+
+
 # --------------------------------------------------------------------------------------------
 # Time limits
 # --------------------------------------------------------------------------------------------
@@ -435,12 +544,20 @@ def _copy_case(case: Mapping[str, Any]) -> dict:
     return {k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in case.items()}
 
 
-def run_cases(ex: Exercise, fn: Any, cases: list[dict], *, timeout: float | None = 5.0) -> list[dict]:
-    """Call ``ex.run(fn, case)`` for every case, inside one time limit.
+def _reference_label(ref: str) -> str:
+    return ref.replace(":", ".")
 
-    Each call gets its own copy of the inputs. ``NotImplementedError`` and :class:`CheckFailure`
-    propagate unchanged; any other exception becomes a :class:`CheckFailure` that names it.
-    """
+
+def forbidden_message(ex: Exercise, reference: str) -> str:
+    """What the student reads when their code called the reference ``reference`` of ``ex``."""
+    instead = ex.instead or (f"write it with the operations the exercise's instructions describe "
+                             f"(hint({ex.name!r}) shows the way)")
+    return (f"✗ {ex.name} ({ex.title}): your code calls {_reference_label(reference)}, the reference "
+            f"implementation of what this exercise asks you to write yourself; the grader gives no points for an "
+            f"answer that calls it (even indirectly). Instead, {instead}.")
+
+
+def _run_all(ex: Exercise, fn: Any, cases: list[dict], timeout: float | None) -> list[dict]:
     results = []
     where = f"{ex.name} ({ex.title})"
     with time_limit(timeout, f"✗ {where}: your code was stopped after {timeout:g} s; it is probably stuck "
@@ -460,6 +577,41 @@ def run_cases(ex: Exercise, fn: Any, cases: list[dict], *, timeout: float | None
     return results
 
 
+def run_cases(ex: Exercise, fn: Any, cases: list[dict], *, timeout: float | None = 5.0,
+              forbid_references: bool = True) -> list[dict]:
+    """Call ``ex.run(fn, case)`` for every case, inside one time limit.
+
+    Each call gets its own copy of the inputs. ``NotImplementedError`` and :class:`CheckFailure`
+    propagate unchanged; any other exception becomes a :class:`CheckFailure` that names it.
+
+    With ``forbid_references`` (the default, and what the grader does in the student's kernel), the
+    exercise's ``references`` are poisoned while the cases run
+    (:func:`bncourse.grading.kernel_side.poisoned`): a call to one, direct or through an alias or a copy
+    of its code, raises :class:`ForbiddenCall` naming it, whatever else the code did. So ``check`` in the
+    notebook reports exactly the calls the grader zeroes.
+    """
+    refs = list(ex.references) if forbid_references else []
+    if not refs:
+        return _run_all(ex, fn, cases, timeout)
+    from bncourse.grading.kernel_side import poisoned
+
+    error: BaseException | None = None
+    results: list[dict] = []
+    with poisoned(refs) as hits:
+        try:
+            results = _run_all(ex, fn, cases, timeout)
+        except KeyboardInterrupt:
+            raise
+        except BaseException as e:       # a trap raised inside the student's code, or any other failure
+            error = e
+        called = list(hits)
+    if called:
+        raise ForbiddenCall(forbidden_message(ex, called[0]), called[0]) from None
+    if error is not None:
+        raise error
+    return results
+
+
 def verify_results(ex: Exercise, cases: list[dict], results: list[Any]) -> None:
     """Verify every case; raise :class:`CheckFailure` naming the first failing case."""
     for i, (case, result) in enumerate(zip(cases, results)):
@@ -473,7 +625,8 @@ def verify_results(ex: Exercise, cases: list[dict], results: list[Any]) -> None:
             ) from None
 
 
-def check(name: str, fn: Any, timeout: float = 5.0, seed: int | None = None, *, quiet: bool = False) -> None:
+def check(name: str, fn: Any, timeout: float = 5.0, seed: int | None = None, *, quiet: bool = False,
+          allow_references: bool = False) -> None:
     """Check the student's ``fn`` for exercise ``name``; print one pass line or raise CheckFailure.
 
     Args:
@@ -482,10 +635,13 @@ def check(name: str, fn: Any, timeout: float = 5.0, seed: int | None = None, *, 
         timeout: seconds before the student's code is stopped (infinite loop).
         seed: inputs seed; default: a fixed seed per exercise (the grader passes a fresh one).
         quiet: do not print the pass line.
+        allow_references: let ``fn`` call the exercise's reference implementations (for tests that check
+            the references against their own exercise; a student's answer never gets this: the grader
+            gives no points for a call to a reference, and :class:`ForbiddenCall` says so here first).
     """
     ex = get_exercise(name)
     cases = make_cases(ex, default_seed(name) if seed is None else seed)
-    results = run_cases(ex, fn, cases, timeout=timeout)
+    results = run_cases(ex, fn, cases, timeout=timeout, forbid_references=not allow_references)
     verify_results(ex, cases, results)
     if not quiet:
         print(f"✓ {name}: {len(cases)} cases passed")

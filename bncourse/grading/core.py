@@ -439,9 +439,13 @@ def _explain(kind: str, error: str | None, spec: ExerciseSpec, reference: str | 
         return f"{spec.expr} is not defined ({error}); did its cell run without errors?"
     if kind == "not_implemented":
         return "not implemented: the code still raises NotImplementedError"
-    if kind == "reference":
-        return (f"calls the reference implementation {reference.replace(':', '.')} instead of implementing "
-                f"it: no points")
+    if kind == "reference":     # the same message as the in-notebook check()
+        from bncourse.checks import core as checks
+
+        try:
+            return checks.forbidden_message(checks.get_exercise(spec.name), reference or "")
+        except KeyError:
+            return f"calls the reference implementation {(reference or '').replace(':', '.')}: no points"
     if kind == "timeout":
         return "stopped by the time limit: an infinite loop, or far too slow"
     return error or kind

@@ -2,8 +2,9 @@
 
 The grader sends one short cell per exercise (see ``core.exercise_cell``) that imports this module and
 calls :func:`run_exercise`. It evaluates the function expression of the exercise's test cell in the
-student's namespace, poisons the reference implementations (``Exercise.references``), runs
-``Exercise.run`` on the inputs the grader wrote, and writes the results back as ``.npz`` (numeric arrays
+student's namespace and runs ``Exercise.run`` on the inputs the grader wrote through
+``checks.core.run_cases``, which poisons the reference implementations (``Exercise.references``) with
+:func:`poisoned` exactly as the in-notebook ``check`` does, and writes the results back as ``.npz`` (numeric arrays
 only, no pickle) plus JSON. It never judges anything: verification happens in the grader's process.
 Everything here is best effort against a hostile kernel (the student can patch this module too); what
 the grader relies on is only that results are plain arrays it verifies itself (see ``grading/__init__``).
@@ -74,13 +75,15 @@ def poisoned(references: list[str]) -> Iterator[list[str]]:
     HITS.clear()
     restore: list[tuple[Any, str, Any]] = []
     codes: dict[types.CodeType, str] = {}
-    for ref in references:
-        modname, _, attr = ref.partition(":")
+    found = []
+    for ref in references:      # import everything first: a module imported while another reference is
+        modname, _, attr = ref.partition(":")      # poisoned would bind the trap for good (``from .x import f``)
         try:
             mod = importlib.import_module(modname)
-            obj = getattr(mod, attr)
+            found.append((ref, mod, attr, getattr(mod, attr)))
         except Exception:
             continue
+    for ref, mod, attr, obj in found:
         trap = make_trap(ref)
         if isinstance(obj, type):
             for klass in obj.__mro__:
@@ -92,6 +95,11 @@ def poisoned(references: list[str]) -> Iterator[list[str]]:
             restore.append((obj, "__init__", obj.__dict__.get("__init__")))
             obj.__init__ = trap
         else:
+            # numpy's public functions are dispatcher objects wrapping a plain function: remember its code too,
+            # so a call through an alias bound before grading (``from numpy.linalg import cond``) is noticed
+            inner = getattr(obj, "_implementation", None) or getattr(obj, "__wrapped__", None)
+            if isinstance(inner, types.FunctionType):
+                codes[inner.__code__] = ref
             if isinstance(obj, types.FunctionType):
                 codes[obj.__code__] = ref
                 if not obj.__code__.co_freevars:
@@ -106,11 +114,12 @@ def poisoned(references: list[str]) -> Iterator[list[str]]:
             if hit is not None:
                 HITS.append(hit)
 
+    previous = sys.getprofile()
     sys.setprofile(profiler)
     try:
         yield HITS
     finally:
-        sys.setprofile(None)
+        sys.setprofile(previous)
         for obj, attr, old in reversed(restore):
             if old is None:
                 with contextlib.suppress(AttributeError):
@@ -143,21 +152,18 @@ def run_exercise(get_fn: Callable[[], Any], name: str, cases_npz: str, cases_jso
             arrays = {k: z[k] for k in z.files}
         with open(cases_json) as f:
             cases = core.from_wire(arrays, f.read())
-        hits: list[str] = []
-        try:
-            with poisoned(list(ex.references)) as hits:
-                results = core.run_cases(ex, fn, cases, timeout=timeout)
+        try:     # run_cases poisons the exercise's references, exactly as check() does in the notebook
+            results = core.run_cases(ex, fn, cases, timeout=timeout)
         except NotImplementedError:
             status.update(kind="not_implemented", error="NotImplementedError")
+        except core.ForbiddenCall as e:
+            status.update(kind="reference", reference=e.reference, error=None)
         except core.CheckTimeout as e:
             status.update(kind="timeout", error=str(e))
         except core.CheckFailure as e:
             status.update(kind="failure", error=str(e))
         except BaseException as e:
             status.update(kind="exception", error=f"{type(e).__name__}: {e}")
-        if hits:
-            status.update(kind="reference", reference=hits[0], error=None)
-            results = None
     arrays, meta = core.to_wire(results or [])
     np.savez(out_npz, **arrays)
     with open(out_json, "w") as f:
