@@ -9,6 +9,16 @@ Exercises (what the student passes to :func:`bncourse.checks.check`):
                         track_running_stats=True)``, a ``torch.nn.Module`` that behaves like
                         ``torch.nn.BatchNorm1d`` on (N, D) float32 input
 
+Exercises beyond the chapter's cells:
+
+``ch3_bn_stat_grads``        a derivation: ``batchnorm_stat_grads(dout, x, gamma, eps) -> (dmu, dvar)``
+``ch3_merge_stats``          a derivation: ``merge_stats(mean_a, var_a, n_a, mean_b, var_b, n_b) -> (mean, var)``,
+                             exact at offsets of 1e6 (where E[x^2] - mean^2 fails)
+``ch3_predict_eps``          predict-then-run: the std of BN's output for a feature of batch std 0.002, eps 1e-5
+``ch3_predict_scale``        predict-then-run: |dL/dW'| / |dL/dW| for W' = 10 W before a BN (0.1, within 5 %)
+``ch3_debug_running_stats``  debugging: a ``BatchNorm1d`` whose running statistics were updated with gradient
+                             tracking on; graded on the fixed class like ``bn_module`` (buffers must not track grad)
+
 The backward exercises take ``(dout, x, gamma, eps)`` rather than a cache, so each exercise is
 graded on its own: a wrong forward pass cannot make a right backward pass fail.
 
@@ -22,9 +32,11 @@ from typing import Any
 import numpy as np
 
 from .core import CheckFailure, Exercise, expect, expect_array, register
+from .predictions import Prediction
 
 __all__ = [
-    "BNForward", "BNBackwardStaged", "BNBackward", "BNModule",
+    "BNForward", "BNBackwardStaged", "BNBackward", "BNModule", "BNStatGrads", "MergeStats", "PredictEpsShrink",
+    "PredictScaleInvariance", "DebugRunningStats",
     "normalize", "forward_mistakes", "backward_mistakes", "running_stats_mistakes", "stat_axes",
 ]
 
@@ -71,6 +83,8 @@ def forward_mistakes(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, eps: fl
             lambda: g * normalize(x, eps, eps_mode="missing") + b,
         "eps is outside the square root: use sqrt(var + eps), not sqrt(var) + eps":
             lambda: g * normalize(x, eps, eps_mode="outside") + b,
+        "your code ignores the eps it is given and uses 1e-5 (a default argument or a constant): use the eps "
+        "passed in": lambda: g * normalize(x, 1e-5) + b,
         "you divided by the variance instead of the standard deviation; use sqrt(var + eps)":
             lambda: g * normalize(x, eps, power=1.0) + b,
         "you did not subtract the batch mean before dividing by the standard deviation":
@@ -136,6 +150,8 @@ def backward_mistakes(dout: np.ndarray, x: np.ndarray, gamma: np.ndarray, eps: f
         "dx_hat = dout * gamma": lambda: _backward_generic(dout, x, gamma, eps, use_gamma=False),
         "your dx is the gradient of a batch norm with the unbiased variance (N-1); the forward pass "
         "normalizes with the biased one (N)": lambda: _backward_generic(dout, x, gamma, eps, ddof=1),
+        "your dx ignores the eps it is given and uses 1e-5 (a default argument or a constant): the backward "
+        "pass must use the forward pass's eps": lambda: _backward_generic(dout, x, gamma, 1e-5),
     }
     if x.ndim == 2:
         dx["your dx takes the statistics per sample (axis=1) instead of per feature (axis=0)"] = \
@@ -155,6 +171,8 @@ def backward_mistakes(dout: np.ndarray, x: np.ndarray, gamma: np.ndarray, eps: f
             lambda: dout.sum(axis=axes),
         "dgamma uses x instead of the normalized x_hat: dgamma = sum(dout * x_hat)":
             lambda: (dout * x).sum(axis=axes),
+        "dgamma uses an x_hat normalized with eps = 1e-5 instead of the eps it is given":
+            lambda: (dout * normalize(x, 1e-5)).sum(axis=axes),
         "dgamma uses an x_hat normalized with the unbiased variance (N-1); the forward pass normalizes with "
         "the biased one (N)": lambda: (dout * normalize(x, eps, ddof=1)).sum(axis=axes),
         f"dgamma uses an x_hat whose statistics were taken per sample instead of per {unit}":
@@ -243,6 +261,13 @@ def _unpack(ret, fn_name: str, names: tuple[str, ...]):
 class BNForward(Exercise):
     name = "bn_forward"
     title = "batch norm forward pass, training mode, x of shape (N, D)"
+    hints = (
+        "Batch norm standardizes every feature over the mini-batch, then lets the network undo it with a learned "
+        "scale gamma and shift beta.",
+        "x is (N, D); the mean and variance reduce over axis 0 and have shape (D,); gamma and beta are (D,) and "
+        "broadcast over the N rows.",
+        "x_hat = (x - mean) / sqrt(var + eps) with the biased variance (divide by N); out = gamma * x_hat + beta.",
+    )
     references = _NUMPY_REFERENCES
 
     def cases(self, rng):
@@ -297,6 +322,14 @@ class _BackwardBase(Exercise):
 class BNBackwardStaged(_BackwardBase):
     name = "bn_backward_staged"
     title = "batch norm backward pass, node by node on the computational graph"
+    hints = (
+        "Walk the forward graph backwards: each node multiplies the gradient arriving from above by its local "
+        "derivative; a value used twice (x, xc) adds the gradients of its uses.",
+        "Where the forward pass broadcast a (D,) quantity over N rows (mu, var, inv_std, gamma, beta), the backward "
+        "pass sums over axis 0; where it averaged over N, the backward pass spreads the gradient back divided by N.",
+        "x reaches x_hat directly, through mu and through var: dx = dxc + dmu / N, with dxc collecting the direct "
+        "path and the path through var (2 * xc * dvar / N).",
+    )
     fn_name = "batchnorm_backward_staged"
 
 
@@ -304,6 +337,13 @@ class BNBackwardStaged(_BackwardBase):
 class BNBackward(_BackwardBase):
     name = "bn_backward"
     title = "batch norm backward pass, closed form"
+    hints = (
+        "Collect the three paths of the staged backward into one expression per feature; everything is written "
+        "with x_hat, dx_hat = dout * gamma and 1 / sqrt(var + eps).",
+        "The two sums over the batch, sum(dx_hat) and sum(dx_hat * x_hat), have shape (D,) and broadcast over N.",
+        "dx = inv_std / N * (N * dx_hat - sum(dx_hat) - x_hat * sum(dx_hat * x_hat)); dgamma = sum(dout * x_hat); "
+        "dbeta = sum(dout), sums over axis 0.",
+    )
     fn_name = "batchnorm_backward"
 
 
@@ -330,6 +370,14 @@ def _as_numpy(t):
     return t
 
 
+RUNNING_STATS_GRAD_MSG = (
+    "after a training step, running_mean or running_var requires grad (it has a grad_fn): the running "
+    "statistics were computed from the batch mean and variance WITH gradient tracking, so every step chains "
+    "the buffers to the previous step's graph (memory grows, and an eval-mode backward fails with 'Trying to "
+    "backward through the graph a second time'). Update them under torch.no_grad() (or from .detach()ed "
+    "statistics), in place")
+
+
 def record_module_steps(m, x1, y1, case, res: dict, *, affine: bool) -> dict:
     """The rest of a module exercise's ``run``, shared by BatchNorm1d (ch3) and BatchNorm2d (ch5).
 
@@ -340,6 +388,10 @@ def record_module_steps(m, x1, y1, case, res: dict, *, affine: bool) -> dict:
     import torch
 
     res["out1"] = _as_numpy(y1)
+    # the running statistics after the first training step must be plain buffers, not part of the graph
+    res["buffers_track_grad"] = bool(any(
+        isinstance(b, torch.Tensor) and (b.requires_grad or b.grad_fn is not None)
+        for b in (getattr(m, "running_mean", None), getattr(m, "running_var", None))))
     res["dx1"] = None
     if y1.shape == x1.shape and y1.requires_grad:
         y1.backward(torch.from_numpy(case["dout"]))
@@ -364,6 +416,14 @@ def record_module_steps(m, x1, y1, case, res: dict, *, affine: bool) -> dict:
 class BNModule(Exercise):
     name = "bn_module"
     title = "a BatchNorm1d module, drop-in for torch.nn.BatchNorm1d"
+    hints = (
+        "Two kinds of state: parameters (weight, bias) learned by backprop, and buffers (running_mean, "
+        "running_var) learned by averaging; self.training says which statistics normalize.",
+        "Parameters and buffers are (D,); in training mode the batch statistics over dim 0 keep their gradient, "
+        "while the buffer update happens under torch.no_grad(), in place.",
+        "running = (1 - momentum) * running + momentum * batch_stat, with the UNBIASED batch variance "
+        "(var * N / (N - 1)) for running_var; eval mode normalizes with the buffers and updates nothing.",
+    )
     references = _NUMPY_REFERENCES
 
     def cases(self, rng):
@@ -463,6 +523,7 @@ class BNModule(Exercise):
                                    "must normalize with the batch statistics": lambda: gamma * x3 + beta})
             return
 
+        expect(not result.get("buffers_track_grad", False), RUNNING_STATS_GRAD_MSG)
         for k, want0, what in (("running_mean_0", 0.0, "0"), ("running_var_0", 1.0, "1")):
             name = k[:-2]
             if result[k] is None:
@@ -507,3 +568,213 @@ class BNModule(Exercise):
             "eps is missing in eval mode: divide by sqrt(running_var + eps)":
                 lambda: gamma * (x3 - rm) / np.sqrt(rv) + beta,
         })
+
+
+# --------------------------------------------------------------------------------------------
+# A derivation: the intermediate gradients dL/dmu and dL/dvar
+# --------------------------------------------------------------------------------------------
+def _stat_grads(dout, x, gamma, eps, *, use_gamma=True, exponent=-1.5, factor=-0.5, eps_in=None):
+    """(dmu, dvar) of L through x_hat = (x - mu) / sqrt(var + eps), and common slips (keyword options)."""
+    e = eps if eps_in is None else eps_in
+    mu = x.mean(axis=0)
+    xc = x - mu
+    var = (xc ** 2).mean(axis=0)
+    dx_hat = dout * gamma if use_gamma else dout
+    dvar = factor * (dx_hat * xc).sum(axis=0) * (var + e) ** exponent
+    dmu = -dx_hat.sum(axis=0) / np.sqrt(var + e)        # + dvar * mean(-2 xc), which is 0
+    return dmu, dvar
+
+
+@register
+class BNStatGrads(Exercise):
+    name = "ch3_bn_stat_grads"
+    title = "the intermediate gradients dL/dmu and dL/dvar of batch norm, shape (D,) each"
+    references = _NUMPY_REFERENCES
+    hints = (
+        "mu and var are nodes of the graph like any other: the gradient that reaches them is the sum, over every "
+        "place they are used, of (gradient arriving there) x (local derivative).",
+        "Both are (D,) and were broadcast over the N rows of x_hat = (x - mu) / sqrt(var + eps): sum over axis 0. "
+        "The gradient arriving at x_hat is dx_hat = dout * gamma.",
+        "d x_hat / d var = -(1/2) (x - mu) (var + eps)^(-3/2) and d x_hat / d mu = -1 / sqrt(var + eps); mu also "
+        "reaches var, but that term is dvar * mean(-2 (x - mu)) = 0.",
+    )
+
+    def cases(self, rng):
+        return _BackwardBase.cases(self, rng)
+
+    def run(self, fn, case):
+        ret = fn(case["dout"], case["x"], case["gamma"], case["eps"])
+        dmu, dvar = _unpack(ret, "batchnorm_stat_grads", ("dmu", "dvar"))
+        return {"dmu": dmu, "dvar": dvar}
+
+    def verify(self, case, result):
+        dout, x, gamma, eps = case["dout"], case["x"], case["gamma"], case["eps"]
+        dmu, dvar = _stat_grads(dout, x, gamma, eps)
+        swap = "dmu and dvar are swapped: return (dmu, dvar)"
+        no_sum = "not summed over the batch: mu and var are (D,), shared by the N rows, so sum over axis 0"
+        scale = np.abs(dvar).max()
+        expect_array("dvar", result["dvar"], dvar, rtol=1e-6, atol=1e-9 * scale, mistakes={
+            swap: dmu,
+            "dvar forgets gamma: the gradient arriving at x_hat is dout * gamma": _stat_grads(
+                dout, x, gamma, eps, use_gamma=False)[1],
+            "the exponent of (var + eps) is wrong: d/dvar (var + eps)^(-1/2) = -(1/2) (var + eps)^(-3/2)":
+                _stat_grads(dout, x, gamma, eps, exponent=-0.5)[1],
+            "the factor -1/2 from differentiating (var + eps)^(-1/2) is missing":
+                _stat_grads(dout, x, gamma, eps, factor=1.0)[1],
+            "the sign of dvar is flipped: a larger variance shrinks x_hat, so the factor is -(1/2)":
+                -dvar,
+            "dvar " + no_sum: lambda: -0.5 * dout * gamma * (x - x.mean(0)) * (x.var(0) + eps) ** -1.5,
+            "dvar ignores the eps it is given (uses 1e-5)": _stat_grads(dout, x, gamma, eps, eps_in=1e-5)[1],
+        })
+        expect_array("dmu", result["dmu"], dmu, rtol=1e-6, atol=1e-9 * np.abs(dmu).max(), mistakes={
+            swap: dvar,
+            "dmu forgets gamma: the gradient arriving at x_hat is dout * gamma": _stat_grads(
+                dout, x, gamma, eps, use_gamma=False)[0],
+            "the sign of dmu is flipped: x_hat = (x - mu) / std decreases when mu grows": -dmu,
+            "dmu is missing the division by sqrt(var + eps)": -(dout * gamma).sum(axis=0),
+            "dmu " + no_sum: lambda: -dout * gamma / np.sqrt(x.var(0) + eps),
+            "dmu was divided by N: that 1/N belongs to the step from mu back to x (dx = ... + dmu / N), not to dmu":
+                dmu / x.shape[0],
+        })
+
+
+# --------------------------------------------------------------------------------------------
+# A derivation: batch statistics merged from two halves (what synchronized BN does across devices)
+# --------------------------------------------------------------------------------------------
+_MERGE_OFFSET = 1e6
+
+
+@register
+class MergeStats(Exercise):
+    name = "ch3_merge_stats"
+    title = "merge the per-feature mean and biased variance of two parts of a batch into the whole batch's"
+    references = _NUMPY_REFERENCES
+    hints = (
+        "The merged mean is the mean of all n_a + n_b rows; the merged variance is the mean squared distance of "
+        "all rows from that merged mean, not from each part's own mean.",
+        "Each part's rows sit around its own mean: a row's squared distance to the merged mean splits into its "
+        "distance to its part's mean plus the distance between the two means (the cross term sums to zero).",
+        "mean = (n_a mean_a + n_b mean_b) / n; var = (n_a var_a + n_b var_b) / n + n_a n_b (mean_a - mean_b)^2 / n^2. "
+        "Do not go through mean(x^2) - mean^2: it loses every digit for features far from 0.",
+    )
+
+    def cases(self, rng):
+        out = []
+        for n_a, n_b, d, offset in ((8, 8, 3, 0.0), (5, 11, 4, 0.0), (16, 4, 3, _MERGE_OFFSET), (3, 9, 2, 1e4)):
+            loc = rng.uniform(-3, 3, size=d) + offset * rng.choice([-1.0, 1.0], size=d)
+            scale = rng.uniform(0.5, 2.0, size=d)
+            x_a = rng.normal(loc, scale, size=(n_a, d))
+            x_b = rng.normal(loc + rng.uniform(-2, 2, size=d), scale, size=(n_b, d))   # the parts differ
+            out.append({"x_a": x_a, "x_b": x_b})
+        return out
+
+    def run(self, fn, case):
+        x_a, x_b = case["x_a"], case["x_b"]
+        ret = fn(x_a.mean(axis=0), x_a.var(axis=0), x_a.shape[0], x_b.mean(axis=0), x_b.var(axis=0), x_b.shape[0])
+        mean, var = _unpack(ret, "merge_stats", ("mean", "var"))
+        return {"mean": _as_numpy(mean), "var": _as_numpy(var)}
+
+    def verify(self, case, result):
+        x_a, x_b = case["x_a"], case["x_b"]
+        x = np.concatenate([x_a, x_b])
+        want_mean, want_var = x.mean(axis=0), x.var(axis=0)          # the whole batch, two-pass
+        n_a, n_b, n = len(x_a), len(x_b), len(x)
+        ma, mb, va, vb = x_a.mean(0), x_b.mean(0), x_a.var(0), x_b.var(0)
+        expect_array("mean", result["mean"], want_mean, rtol=1e-10, atol=1e-12, mistakes={
+            "the merged mean weights the parts equally: weight each part's mean by its size, "
+            "(n_a mean_a + n_b mean_b) / (n_a + n_b)": (ma + mb) / 2,
+        })
+        mistakes = {
+            "the merged variance is missing the spread BETWEEN the two parts' means: add n_a n_b (mean_a - "
+            "mean_b)^2 / n^2 (the parts' own variances only measure the spread inside each part)":
+                (n_a * va + n_b * vb) / n,
+            "the variances are averaged with equal weights and without the spread between the means":
+                (va + vb) / 2,
+            "the variances are averaged with equal weights: weight each part by its size": (va + vb) / 2 + (
+                n_a * n_b * (ma - mb) ** 2 / n ** 2),
+            "that is the unbiased variance (divide by n - 1); batch norm normalizes with the biased one":
+                want_var * n / (n - 1),
+            "the spread between the means has the wrong weight: it is n_a n_b / n^2 times (mean_a - mean_b)^2":
+                (n_a * va + n_b * vb) / n + (ma - mb) ** 2 / 4,
+        }
+        try:
+            expect_array("var", result["var"], want_var, rtol=1e-8, atol=0.0, mistakes=mistakes)
+        except CheckFailure as failure:
+            got = result["var"]
+            if ("wrong values" in str(failure) and np.abs(x).min() > 1e3 and type(got) is np.ndarray
+                    and got.shape == want_var.shape and np.all(np.isfinite(got))):
+                rel = float(np.max(np.abs(got - want_var) / want_var))
+                if rel < 0.5:
+                    raise CheckFailure(
+                        f"var is right to only about {max(0, int(-np.log10(rel)))} digits on features near "
+                        f"{np.abs(x).min():.0e} (the check needs 1e-8; float64 gives about 1e-15). Precision is the "
+                        f"point here: going through the mean of x^2, var = E[x^2] - mean^2 subtracts two numbers "
+                        f"near {np.abs(x).min() ** 2:.0e} that agree in almost all their digits. Merge with the "
+                        f"parts' variances and the difference of their means instead") from None
+            raise
+
+
+# --------------------------------------------------------------------------------------------
+# Predict, then run
+# --------------------------------------------------------------------------------------------
+@register
+class PredictEpsShrink(Prediction):
+    name = "ch3_predict_eps"
+    title = "predict the std of a batch-norm output (gamma 1, beta 0) for a feature of batch std 0.002, eps 1e-5"
+    quantity = "the std of the normalized feature"
+    truth = 0.002 / np.sqrt(0.002 ** 2 + 1e-5)
+    rtol = 0.03
+    wrong = (
+        (1.0, "x_hat has std 1 only when eps is negligible against the variance; here var = 4e-6 is smaller "
+              "than eps = 1e-5"),
+        (0.002 / np.sqrt(1e-5), "the denominator is sqrt(var + eps), with the variance in it too"),
+        (0.002 / (0.002 + 1e-5), "eps sits inside the square root, next to the variance, not next to the std"),
+        (0.002 ** 2 / (0.002 ** 2 + 1e-5), "that is the ratio of variances var / (var + eps); the std is its "
+                                            "square root"),
+    )
+    hints = (
+        "Batch norm divides by sqrt(var + eps), not by the std: eps matters when the variance is of its size.",
+        "The feature's batch variance is 0.002^2 = 4e-6; eps is 1e-5.",
+        "std(x_hat) = std(x) / sqrt(var + eps).",
+    )
+
+
+@register
+class PredictScaleInvariance(Prediction):
+    name = "ch3_predict_scale"
+    title = "predict |dL/dW'| / |dL/dW| when the weights W before a batch norm are multiplied by 10"
+    quantity = "the ratio of gradient norms |dL/dW'| / |dL/dW| for W' = 10 W"
+    truth = 0.1
+    rtol = 0.05
+    wrong = (
+        (1.0, "the OUTPUT does not change (batch norm removes the scale), but the gradient does: the same change "
+              "of the output needs a 10 times larger change of W'"),
+        (10.0, "the gradient shrinks, it does not grow: L(10 W) = L(W) for every W, and differentiating both sides "
+               "gives 10 dL/dW' = dL/dW"),
+        (0.01, "one factor 1/10, not two: differentiate L(a W) = L(W) with respect to W once"),
+    )
+    hints = (
+        "Batch norm's output does not change when its input is multiplied by a positive constant (up to eps): "
+        "BN(a W u) = BN(W u).",
+        "So the loss as a function of the weights satisfies L(a W) = L(W) for every W and every a > 0.",
+        "Differentiate L(a W) = L(W) with respect to W (chain rule on the left) and solve for the gradient "
+        "at a W.",
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Debugging: a BatchNorm1d whose running statistics are updated with gradient tracking on
+# --------------------------------------------------------------------------------------------
+@register
+class DebugRunningStats(BNModule):
+    name = "ch3_debug_running_stats"
+    title = "the fixed BatchNorm1d: running statistics updated outside autograd"
+    hints = (
+        "After one training step, look at bn.running_mean.requires_grad and bn.running_mean.grad_fn: a buffer "
+        "that is a running average should be plain data, not a node of the graph.",
+        "`self.running_mean = (1 - m) * self.running_mean + m * mean` builds a new tensor from `mean`, which "
+        "carries the batch's graph; every step links the buffer to the previous step's graph.",
+        "Do the update inside `with torch.no_grad():` (or from mean.detach() and var.detach()), and in place "
+        "(mul_ / add_ or copy_); the output itself must still be computed from the batch statistics WITH "
+        "gradient.",
+    )
