@@ -5,8 +5,6 @@ import torch
 
 from bncourse.checks import REGISTRY, CheckFailure, check
 from check_helpers import check_fails
-from bncourse.population_stats import population_mean_var
-from bncourse.running_stats import ema_bias_corrected
 
 
 # ---------------------------------------------------------------- reference solutions (independent code)
@@ -25,12 +23,29 @@ def convert_momentum(value, source, target):
 
 
 def bias_corrected_ema(values, alpha):
-    return ema_bias_corrected(values, alpha)
+    # written out here: the library's ema_bias_corrected is the exercise's reference, which check() forbids
+    out, avg = np.empty_like(values), np.zeros(values.shape[1])
+    for t in range(1, len(values) + 1):
+        avg = alpha * avg + (1 - alpha) * values[t - 1]
+        out[t - 1] = avg / (1 - alpha ** t)
+    return out
 
 
 def population_stats(batches):
-    mean, var, _ = population_mean_var(batches)
-    return mean, var
+    # Welford's update, merged batch by batch (Chan et al.): stable far from 0
+    n, mean, m2 = 0, None, None
+    for b in batches:
+        nb, mb = len(b), b.mean(0)
+        m2b = ((b - mb) ** 2).sum(0)
+        if mean is None:
+            n, mean, m2 = nb, mb, m2b
+            continue
+        delta = mb - mean
+        total = n + nb
+        mean = mean + delta * nb / total
+        m2 = m2 + m2b + delta ** 2 * n * nb / total
+        n = total
+    return mean, m2 / (n - 1)
 
 
 def fold_bn(gamma, beta, running_mean, running_var, eps):
@@ -155,7 +170,7 @@ def test_bias_corrected_ema_mistakes():
         return _ema0(values, 1 - alpha) / (1 - (1 - alpha) ** t)
     _fails("ch4_bias_corrected_ema", reversed_, "convention is reversed")
 
-    _fails("ch4_bias_corrected_ema", lambda v, a: ema_bias_corrected(v, a)[-1], "whole trajectory")
+    _fails("ch4_bias_corrected_ema", lambda v, a: bias_corrected_ema(v, a)[-1], "whole trajectory")
 
 
 # ---------------------------------------------------------------- population statistics
@@ -215,3 +230,235 @@ def test_fold_linear_mistakes():
         a, bb = fold_bn(g, b, m, v, e)
         return a[:, None] * W, c + bb
     _fails("ch4_fold_linear", unscaled_bias, "scaled too")
+
+
+def test_population_stats_far_from_zero_names_the_cancellation():
+    # sum(x**2) - n * mean**2 without a shift: exact on data near 0, 4 to 8 digits short at offsets 1e4 and 1e6
+    def unshifted(batches):
+        n, s, s2 = 0, 0.0, 0.0
+        for b in batches:
+            n, s, s2 = n + len(b), s + b.sum(0), s2 + (b ** 2).sum(0)
+        mean = s / n
+        return mean, (s2 - n * mean ** 2) / (n - 1)
+    _fails("ch4_population_stats", unshifted, "loses precision when the data sits far from 0", "shift")
+
+
+def test_population_stats_cases_hold_large_offsets_and_a_constant_feature():
+    cases = REGISTRY["ch4_population_stats"]().cases(np.random.default_rng(0))
+    offsets = [np.abs(c["x"].mean(0)).max() for c in cases]
+    assert max(offsets) > 5e5 and any(5e3 < o < 5e4 for o in offsets)
+    assert any(np.ptp(c["x"], axis=0).min() == 0 for c in cases)          # a constant feature
+
+
+def test_bias_corrected_ema_overflow_on_a_long_stream_is_named():
+    def powers(values, alpha):                      # closed form with alpha**(-t): inf after ~1000 steps at 0.5
+        t = np.arange(1, len(values) + 1)[:, None]
+        with np.errstate(all="ignore"):
+            raw = (1 - alpha) * alpha ** t * np.cumsum(values * alpha ** (-t), axis=0)
+            return raw / (1 - alpha ** t)
+    _fails("ch4_bias_corrected_ema", powers, "overflows on a long stream", "recursion")
+
+
+def test_convert_momentum_accepts_float32_arithmetic():
+    def in_float32(value, source, target):
+        keep_old = {"d2l", "cs231n", "keras"}
+        v = torch.tensor(value)                     # float32
+        return v.item() if (source in keep_old) == (target in keep_old) else (1 - v).item()
+    check("ch4_convert_momentum", in_float32, quiet=True)
+    check("ch4_convert_momentum", lambda v, s, t: np.float32(convert_momentum(v, s, t)), quiet=True)
+
+
+# ---------------------------------------------------------------- merging chunk statistics
+def merge_batch_stats(counts, means, variances):
+    n = counts.sum()
+    mean = (counts[:, None] * means).sum(0) / n
+    m2 = (counts[:, None] * (variances + (means - mean) ** 2)).sum(0)
+    return mean, m2 / (n - 1)
+
+
+def test_merge_stats_reference_against_the_stacked_rows():
+    ex = REGISTRY["ch4_merge_stats"]()
+    for case in ex.cases(np.random.default_rng(5)):
+        mean, var = merge_batch_stats(case["counts"], case["means"], case["variances"])
+        assert np.allclose(mean, case["x"].mean(0), rtol=1e-12)
+        assert np.allclose(var, case["x"].var(0, ddof=1), rtol=1e-9, atol=1e-12)
+    for seed in (None, 1, 2):
+        check("ch4_merge_stats", merge_batch_stats, seed=seed, quiet=True)
+    # torch, float64, is fine too
+    check("ch4_merge_stats", lambda c, m, v: tuple(map(torch.from_numpy, merge_batch_stats(c, m, v))), quiet=True)
+
+
+def test_merge_stats_mistakes():
+    def no_between(counts, means, variances):
+        n = counts.sum()
+        return (counts[:, None] * means).sum(0) / n, (counts[:, None] * variances).sum(0) / (n - 1)
+    _fails("ch4_merge_stats", no_between, "left out the spread of the chunk means")
+
+    def averaged(counts, means, variances):
+        n = counts.sum()
+        return (counts[:, None] * means).sum(0) / n, (counts[:, None] * variances).sum(0) / n
+    _fails("ch4_merge_stats", averaged, "averaged the chunk variances (weighted by size)")
+
+    def equal_means(counts, means, variances):
+        return means.mean(0), merge_batch_stats(counts, means, variances)[1]
+    _fails("ch4_merge_stats", equal_means, "equal weights", "differ in size")
+
+    def biased(counts, means, variances):
+        mean, var = merge_batch_stats(counts, means, variances)
+        n = counts.sum()
+        return mean, var * (n - 1) / n
+    _fails("ch4_merge_stats", biased, "biased one")
+
+    def treats_as_unbiased(counts, means, variances):
+        n = counts.sum()
+        mean = (counts[:, None] * means).sum(0) / n
+        m2 = ((counts - 1)[:, None] * variances + counts[:, None] * (means - mean) ** 2).sum(0)
+        return mean, m2 / (n - 1)
+    _fails("ch4_merge_stats", treats_as_unbiased, "chunk variances are BIASED")
+
+    def moments(counts, means, variances):          # E[x**2] - mean**2: cancels at 1e4 and 1e6
+        n = counts.sum()
+        mean = (counts[:, None] * means).sum(0) / n
+        ex2 = (counts[:, None] * (variances + means ** 2)).sum(0) / n
+        return mean, (ex2 - mean ** 2) * n / (n - 1)
+    _fails("ch4_merge_stats", moments, "loses precision when the data sits far from 0")
+
+    def in_place(counts, means, variances):
+        out = merge_batch_stats(counts, means, variances)
+        means -= out[0]
+        return out
+    _fails("ch4_merge_stats", in_place, "in place")
+
+
+# ---------------------------------------------------------------- predictions
+def test_predict_var_steps_truth_is_what_torch_does():
+    from bncourse.checks.ch4_inference import PredictVarSteps
+    torch.manual_seed(0)
+    bn = torch.nn.BatchNorm1d(1, momentum=0.05).double()
+    first = None
+    for t in range(1, 300):
+        z = torch.randn(32, 1, dtype=torch.float64)
+        bn((z - z.mean()) / z.std() * 0.2)              # unbiased variance exactly 0.04
+        if first is None and abs(bn.running_var.item() / 0.04 - 1) <= 0.01:
+            first = t
+    assert first == PredictVarSteps.truth == 152
+
+
+def test_predict_var_steps_verdicts():
+    for ok in (152, 137, 167, np.int64(150), np.float32(160.0), torch.tensor(152.0), 152.4):
+        check("ch4_predict_var_steps", ok, quiet=True)
+    _fails("ch4_predict_var_steps", 92, "4.6 / (1 - alpha)", "START VALUE")
+    _fails("ch4_predict_var_steps", 20, "'memory' of the average")
+    _fails("ch4_predict_var_steps", 300, "too high")
+    _fails("ch4_predict_var_steps", "152", "must be a number")
+    with pytest.raises(NotImplementedError):
+        check("ch4_predict_var_steps", None)
+
+
+def test_predict_eval_verdicts():
+    for ok in ("ABDF", "fdba", "A, B, D, F", {"A", "B", "D", "F"}, ["AB", "DF"]):
+        check("ch4_predict_eval", ok, quiet=True)
+    _fails("ch4_predict_eval", "ABCDF", "C is not true", "torch.no_grad()")
+    _fails("ch4_predict_eval", "ABDEF", "E is not true", "requires_grad")
+    _fails("ch4_predict_eval", "ABD", "BatchNorm1d refuses a batch of one")
+    _fails("ch4_predict_eval", "ABF", "nn.Dropout checks self.training")
+    _fails("ch4_predict_eval", "ABDFZ", "'Z' is not one of the options")
+    _fails("ch4_predict_eval", 7, "as a string")
+    with pytest.raises(NotImplementedError):
+        check("ch4_predict_eval", None)
+
+
+# ---------------------------------------------------------------- debugging the prediction loop
+def _labels(model, x, batch_size):
+    return torch.cat([model(x[s:s + batch_size]).argmax(dim=1) for s in range(0, len(x), batch_size)]).numpy()
+
+
+def predict(model, x, batch_size=8):
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        labels = _labels(model, x, batch_size)
+    model.train(was_training)
+    return labels
+
+
+def test_debug_predict_accepts_fixed_versions():
+    check("ch4_debug_predict", predict, quiet=True)
+    for seed in (1, 2):
+        check("ch4_debug_predict", predict, seed=seed, quiet=True)
+
+    def whole_batch_tensor(model, x, batch_size=8):         # one batch, returns a tensor: also right
+        was_training = model.training
+        model.eval()
+        with torch.no_grad():
+            out = model(x).argmax(1)
+        model.train(was_training)
+        return out
+    check("ch4_debug_predict", whole_batch_tensor, quiet=True)
+
+
+def test_debug_predict_mistakes():
+    def buggy(model, x, batch_size=8):                      # the notebook's planted bug: eval() forgotten
+        with torch.no_grad():
+            return _labels(model, x, batch_size)
+    _fails("ch4_debug_predict", buggy, "still in training mode", "model.eval()")
+
+    def buggy_no_single_row(model, x, batch_size=8):        # same bug, batches of 5, never a single row
+        with torch.no_grad():
+            return _labels(model, x, 5)
+    _fails("ch4_debug_predict", buggy_no_single_row, "changed BN's running_mean", "model.eval()")
+
+    def no_restore(model, x, batch_size=8):
+        model.eval()
+        with torch.no_grad():
+            return _labels(model, x, batch_size)
+    _fails("ch4_debug_predict", no_restore, "mode it found it in", "model.train(was_training)")
+
+    def always_train(model, x, batch_size=8):
+        labels = predict(model, x, batch_size)
+        model.train()
+        return labels
+    _fails("ch4_debug_predict", always_train, "in eval mode, and is now in training mode")
+
+    def with_grad(model, x, batch_size=8):
+        was_training = model.training
+        model.eval()
+        labels = torch.cat([model(x[s:s + batch_size]).argmax(1) for s in range(0, len(x), batch_size)])
+        model.train(was_training)
+        return labels.numpy()
+    _fails("ch4_debug_predict", with_grad, "torch.no_grad()")
+
+    def logits(model, x, batch_size=8):
+        was_training = model.training
+        model.eval()
+        with torch.no_grad():
+            out = model(x)
+        model.train(was_training)
+        return out
+    _fails("ch4_debug_predict", logits, "not the logits")
+
+
+def test_debug_predict_training_mode_labels_are_named_when_the_stats_are_restored():
+    # eval() forgotten, but the running statistics put back by hand: the labels themselves give it away
+    import copy
+
+    def restores_stats(model, x, batch_size=8):
+        saved = copy.deepcopy(model.state_dict())
+        model[3].p = 0.0                                     # no dropout noise: pure batch statistics
+        with torch.no_grad():
+            labels = []
+            for s in range(0, len(x), batch_size):
+                xb = x[s:s + batch_size]
+                model.train(len(xb) > 1)                     # a single row cannot be batch-normalized
+                labels.append(model(xb).argmax(1))
+        model.load_state_dict(saved)
+        model.train()
+        return torch.cat(labels).numpy()
+    _fails("ch4_debug_predict", restores_stats, "labels are those of training mode")
+
+
+def test_ch4_every_exercise_has_a_hint_ladder():
+    for name in [n for n in REGISTRY if n.startswith("ch4_")]:
+        hints = REGISTRY[name].hints
+        assert 2 <= len(hints) <= 4, name
+        assert all(isinstance(h, str) and len(h) > 20 for h in hints), name

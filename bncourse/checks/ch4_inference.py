@@ -21,8 +21,16 @@ notes' code) and CS231n.
                            ``a * x + b`` equal to inference-mode BN
 ``ch4_fold_linear``        ``fold_linear(W, c, gamma, beta, running_mean, running_var, eps) -> (W2, c2)``:
                            BN merged into the preceding affine layer ``x @ W.T + c``
+``ch4_merge_stats``        ``merge_batch_stats(counts, means, variances) -> (mean, var)``: the exact mean and
+                           unbiased variance of all rows from per-chunk counts, means and BIASED variances
+                           (a derivation the chapter does not show; tested at offsets of 1e4 and 1e6)
+``ch4_predict_var_steps``  a number committed before the experiment: the first step at which a
+                           ``BatchNorm1d(momentum=0.05)`` has running_var within 1 % of a feature's variance 0.04
+``ch4_predict_eval``       letters committed before the experiment: what ``model.eval()`` changes
+``ch4_debug_predict``      ``predict(model, x, batch_size) -> (N,) labels``: a prediction loop whose planted
+                           bug (``model.eval()`` forgotten) the student fixes
 
-All inputs and outputs are float64 NumPy arrays (a momentum conversion returns a float).
+All inputs and outputs are float64 NumPy arrays (a momentum conversion returns a float, in any precision).
 """
 from __future__ import annotations
 
@@ -31,10 +39,11 @@ from typing import Any
 import numpy as np
 
 from .core import CheckFailure, Exercise, expect, expect_array, expect_scalar, register
+from .predict_ch456 import PredictChoice, PredictNumber
 
 __all__ = [
     "RunningUpdate", "ConvertMomentum", "BiasCorrectedEMA", "PopulationStats", "FoldBN", "FoldLinear",
-    "KEEP_OLD", "TAKE_NEW",
+    "MergeStats", "PredictVarSteps", "PredictEval", "DebugPredict", "KEEP_OLD", "TAKE_NEW",
 ]
 
 #: sources whose number is the weight kept on the OLD average (alpha)
@@ -76,6 +85,14 @@ class RunningUpdate(Exercise):
     title = "one running-statistics update, in PyTorch's or the keep-old convention"
     references = ("bncourse.running_stats:update_running_stats", "bncourse.running_stats:ema_take_new",
                   "bncourse.running_stats:ema_keep_old")
+    hints = (
+        "a running statistic is an exponential moving average: the new estimate is a weighted mix of the old "
+        "estimate and the statistic of the current batch; in inference mode nothing is mixed in",
+        "x is (N, D): the batch mean and variance are per feature, over axis 0, shape (D,); the two conventions "
+        "differ only in which term their number weights (PyTorch: the new one; keep-old: the old one)",
+        "the weight of the new value is w = momentum (pytorch) or 1 - alpha (keep_old); running = (1 - w) * running "
+        "+ w * batch_stat, and the variance mixed in is the unbiased one, biased_var * N / (N - 1)",
+    )
 
     def cases(self, rng):
         out = []
@@ -153,6 +170,13 @@ class ConvertMomentum(Exercise):
     name = "ch4_convert_momentum"
     title = "convert a momentum between d2l's, CS231n's, Keras' and PyTorch's conventions"
     references = ("bncourse.running_stats:alpha_to_momentum", "bncourse.running_stats:momentum_to_alpha")
+    hints = (
+        "sort the four sources into two camps: whose number is the weight kept on the OLD average, and whose is "
+        "the weight given to the NEW value?",
+        "d2l, CS231n and Keras keep the old value; PyTorch weights the new one; within one camp the number "
+        "does not change",
+        "between camps the two weights add up to 1: value_in_the_other_camp = 1 - value",
+    )
 
     def cases(self, rng):
         return [
@@ -188,7 +212,8 @@ class ConvertMomentum(Exercise):
             mistakes = {f"the number was copied unchanged: {src!r} and {dst!r} use opposite conventions "
                         f"(d2l, CS231n and Keras weight the OLD value, PyTorch the NEW one), so convert with "
                         f"1 - value": v}
-        expect_scalar("the converted momentum", result["value"], want, rtol=1e-12, atol=1e-12, mistakes=mistakes)
+        # float32 arithmetic (1 - torch.tensor(0.9)) is fine: 1e-7 is far below the gap between value and 1 - value
+        expect_scalar("the converted momentum", result["value"], want, rtol=1e-6, atol=1e-7, mistakes=mistakes)
 
 
 # --------------------------------------------------------------------------------------------
@@ -208,10 +233,21 @@ class BiasCorrectedEMA(Exercise):
     name = "ch4_bias_corrected_ema"
     title = "an exponential moving average started at 0, with bias correction"
     references = ("bncourse.running_stats:ema_bias_corrected", "bncourse.running_stats:ema_keep_old")
+    hints = (
+        "an average started at 0 has given the data only part of the total weight; dividing by that part turns "
+        "it into a proper weighted average",
+        "values is (T, D): keep one running average of shape (D,), update it once per row, and store the "
+        "corrected value of every step in a (T, D) output",
+        "after t updates (t = 1, 2, ...) the data holds total weight 1 - alpha**t: out[t-1] = avg_t / (1 - "
+        "alpha**t) with avg_t = alpha * avg_{t-1} + (1 - alpha) * values[t-1]; the recursion never overflows, "
+        "powers alpha**(-t) do on long streams",
+    )
+    LONG = 1500
 
     def cases(self, rng):
+        # the last case is a long stream: alpha**(-t) overflows there (0.5**-1500 = inf)
         return [{"values": rng.normal(5.0, 2.0, size=(t, d)), "alpha": a}
-                for t, d, a in ((12, 3, 0.9), (30, 2, 0.99), (8, 4, 0.5), (1, 2, 0.9))]
+                for t, d, a in ((12, 3, 0.9), (30, 2, 0.99), (8, 4, 0.5), (1, 2, 0.9), (self.LONG, 2, 0.5))]
 
     def run(self, fn, case):
         return {"out": _to_numpy(fn(case["values"], case["alpha"]))}
@@ -221,6 +257,14 @@ class BiasCorrectedEMA(Exercise):
         t = np.arange(1, len(v) + 1)[:, None]                      # (T, 1)
         raw = _ema(v, a, np.zeros(v.shape[1]))
         want = raw / (1.0 - a ** t)
+        got = result["out"]
+        if (len(v) >= self.LONG and type(got) is np.ndarray and got.shape == want.shape and got.dtype.kind == "f"
+                and not np.all(np.isfinite(got))):
+            first = int(np.argwhere(~np.isfinite(got))[0][0]) + 1
+            raise CheckFailure(
+                f"out overflows on a long stream (T = {len(v)}): it holds inf or NaN from step {first} on. "
+                f"Powers such as alpha**(-t) or 1 / alpha**t grow without bound; use the recursion "
+                f"avg = alpha * avg + (1 - alpha) * value, whose values stay within the range of the data")
         expect_array("out", result["out"], want, rtol=1e-9, atol=1e-12, mistakes={
             "the bias correction is missing: divide the EMA started at 0 by (1 - alpha**t), t = 1, 2, ...": raw,
             "off by one in the correction: at the first step (t = 1) divide by 1 - alpha, not by 1 - alpha**0 = 0 "
@@ -264,12 +308,26 @@ class PopulationStats(Exercise):
     name = "ch4_population_stats"
     title = "exact mean and unbiased variance per feature over all batches, in one pass"
     references = ("bncourse.population_stats:population_mean_var",)
+    hints = (
+        "one pass means you keep a few running totals per feature while the batches go by, and compute the "
+        "answer only at the end; averages of batch means or batch variances are not exact",
+        "keep a count (an int), and per feature (D,) a sum and a sum of squares; the batches can differ in size",
+        "mean = sum / n and var = (sum_sq - n * mean**2) / (n - 1); this cancels badly when the data sits far from "
+        "0 (1e6 here), so subtract a fixed shift (the first batch's mean) from every batch before summing, and "
+        "add it back to the mean",
+    )
 
     def cases(self, rng):
         out = []
-        for n, d, bs, loc in ((50, 3, 16, 2.0), (37, 2, 10, 100.0), (64, 4, 64, -1.0), (23, 3, 5, 0.0)):
-            x = rng.normal(rng.normal(size=d) * loc, rng.uniform(0.5, 3.0, size=d), size=(n, d))
+        # the last two sit far from 0 (1e4 and 1e6, spread about 1): sum(x**2) - n * mean**2 without a shift
+        # loses about 4 and 8 digits there; the last one also holds a constant feature (variance exactly 0)
+        for n, d, bs, loc in ((50, 3, 16, 2.0), (37, 2, 10, 100.0), (64, 4, 64, -1.0), (23, 3, 5, 0.0),
+                              (45, 2, 7, 1e4), (60, 3, 16, 1e6)):
+            x = rng.normal(loc + rng.normal(size=d) * min(abs(loc), 100.0), rng.uniform(0.5, 3.0, size=d),
+                           size=(n, d))
             x = x + np.linspace(0, 2, n)[:, None]                  # drift: the batches differ in mean
+            if loc >= 1e6:
+                x[:, 0] = loc + 0.25                               # a constant feature
             out.append({"x": x, "batch_size": bs})
         return out
 
@@ -285,6 +343,7 @@ class PopulationStats(Exercise):
         n = len(x)
         want_mean, want_var = x.mean(axis=0), x.var(axis=0, ddof=1)
         sizes = np.array([len(b) for b in batches], dtype=float)
+        _precision(result["var"], want_var, x)
         expect_array("mean", result["mean"], want_mean, rtol=1e-9, atol=1e-10, mistakes={
             "you averaged the batch means with equal weights, but the last batch is smaller: weight each batch "
             "by its number of rows (or accumulate the sum of x and the count)":
@@ -307,6 +366,25 @@ class PopulationStats(Exercise):
         })
 
 
+def _precision(got: Any, want: np.ndarray, x: np.ndarray, what: str = "var") -> None:
+    """Name the precision loss of an unshifted sum of squares (data far from 0), before the generic checks."""
+    offset = float(np.max(np.abs(x.mean(axis=0))))
+    if offset < 1e3 or type(got) is not np.ndarray or got.shape != want.shape or got.dtype != want.dtype:
+        return
+    with np.errstate(all="ignore"):
+        if np.allclose(got, want, rtol=1e-9, atol=1e-10) or not np.all(np.isfinite(got)):
+            return
+        err = np.abs(got - want)
+    spread = float(np.max(want)) if np.max(want) > 0 else 1.0
+    if np.all(err <= 1e-2 * spread + 1e-2):    # right up to round-off: the formula, not the idea, is wrong
+        raise CheckFailure(
+            f"{what} loses precision when the data sits far from 0 (here about {offset:.0e}, with a spread of about "
+            f"1): it is off by up to {float(err.max()):.1e}. sum(x**2) - n * mean**2 subtracts two numbers near "
+            f"n * {offset:.0e}**2 and keeps only the digits float64 has left; subtract a fixed shift (e.g. the first "
+            f"batch's mean) from the data before summing squares, or merge (count, mean, sum of squared "
+            f"deviations) batch by batch")
+
+
 # --------------------------------------------------------------------------------------------
 # 5-6. Folding
 # --------------------------------------------------------------------------------------------
@@ -325,6 +403,12 @@ class FoldBN(Exercise):
     name = "ch4_fold_bn"
     title = "inference-mode batch norm as one affine map a * x + b"
     references = ("bncourse.folding:affine_from_stats", "bncourse.folding:bn_affine")
+    hints = (
+        "with fixed statistics every step of inference BN is linear in x: subtract, divide, multiply, add",
+        "everything is per feature, shape (D,): expand gamma * (x - mean) / sqrt(var + eps) + beta and collect "
+        "the terms that multiply x and those that do not",
+        "a = gamma / sqrt(running_var + eps) and b = beta - a * running_mean",
+    )
 
     def cases(self, rng):
         return [_bn_case(rng, d, eps) for d, eps in ((4, 1e-5), (3, 1e-3), (6, 0.5))]
@@ -359,6 +443,12 @@ class FoldLinear(Exercise):
     name = "ch4_fold_linear"
     title = "merge inference-mode batch norm into the affine layer before it"
     references = ("bncourse.folding:fold_bn_into_linear",)
+    hints = (
+        "BN scales and shifts each OUTPUT feature of the affine layer; the composition of two affine maps is one "
+        "affine map",
+        "W is (D_out, D_in) and row k of W produces output k; a and b from fold_bn are (D_out,)",
+        "W_folded = a[:, None] * W (row k times a[k]) and c_folded = a * c + b",
+    )
 
     def cases(self, rng):
         out = []
@@ -394,3 +484,273 @@ class FoldLinear(Exercise):
             "the old bias must be scaled too: c_folded = a * c + b (you used c + b)": c + b,
             "c_folded = a * c + b: you forgot to add b": a * c,
         })
+
+
+# --------------------------------------------------------------------------------------------
+# 7. Merging per-chunk statistics (a derivation)
+# --------------------------------------------------------------------------------------------
+def _merge_parts(counts, means, variances):
+    n = counts.sum()
+    mean = (counts[:, None] * means).sum(axis=0) / n                       # (D,)
+    within = (counts[:, None] * variances).sum(axis=0)                     # sum of squared deviations inside chunks
+    between = (counts[:, None] * (means - mean) ** 2).sum(axis=0)          # chunk means around the overall mean
+    return n, mean, within, between
+
+
+@register
+class MergeStats(Exercise):
+    name = "ch4_merge_stats"
+    title = "exact statistics of all rows from per-chunk counts, means and biased variances"
+    references = ("bncourse.population_stats:population_mean_var", "bncourse.population_stats:merge_moments",
+                  "bncourse.population_stats:merge_stats")
+    hints = (
+        "the squared deviations of all rows from the overall mean split into two parts: the deviations inside "
+        "each chunk, and the deviations of each chunk's mean from the overall mean",
+        "counts is (K,), means and variances are (K, D); a biased variance times its count is the chunk's sum of "
+        "squared deviations from its own mean; the result is two (D,) arrays",
+        "mean = sum_k n_k * mean_k / n; var = (sum_k n_k * var_k + sum_k n_k * (mean_k - mean)**2) / (n - 1), "
+        "n = sum_k n_k; never form sum(x**2) - n * mean**2, which cancels when the data sits far from 0",
+    )
+
+    def cases(self, rng):
+        out = []
+        # (chunk sizes, D, offset); the chunks drift in mean, a chunk of one row has variance 0, and the last two
+        # sit far from 0, where E[x**2] - mean**2 loses 4 and 8 digits; the last holds a constant feature
+        for sizes, d, loc in (((16, 16, 16, 2), 3, 1.0), ((5, 9, 1, 12), 2, -20.0), ((64,), 4, 0.0),
+                              ((30, 10, 7), 2, 1e4), ((32, 32, 32, 5), 3, 1e6)):
+            centre = loc + rng.normal(size=d) * min(abs(loc), 10.0)
+            chunks = []
+            for k, m in enumerate(sizes):
+                chunk = rng.normal(centre + 0.7 * k, rng.uniform(0.5, 2.0, size=d), size=(m, d))
+                if loc >= 1e6:
+                    chunk[:, 0] = loc + 0.5                               # constant feature: variance 0
+                chunks.append(chunk)
+            out.append({"counts": np.array(sizes, dtype=np.int64),
+                        "means": np.array([c.mean(axis=0) for c in chunks]),
+                        "variances": np.array([c.var(axis=0) for c in chunks]),
+                        "x": np.concatenate(chunks)})                     # the rows, for the reference only
+        return out
+
+    def run(self, fn, case):
+        counts, means, variances = case["counts"], case["means"], case["variances"]
+        before = (counts.copy(), means.copy(), variances.copy())
+        res = fn(counts, means, variances)
+        mean, var = _pair(res, "merge_batch_stats", ("mean", "var"))
+        unchanged = all(np.array_equal(a, b) for a, b in zip(before, (counts, means, variances)))
+        return {"mean": _to_numpy(mean), "var": _to_numpy(var), "inputs_unchanged": bool(unchanged)}
+
+    def verify(self, case, result):
+        counts, means, variances, x = case["counts"], case["means"], case["variances"], case["x"]
+        counts_f = counts.astype(np.float64)
+        n, mean, within, between = _merge_parts(counts_f, means, variances)
+        want_var = (within + between) / (n - 1)
+        expect_array("mean", result["mean"], mean, rtol=1e-9, atol=1e-10, mistakes={
+            "you averaged the chunk means with equal weights, but the chunks differ in size: weight each mean by "
+            "its count, mean = sum_k n_k * mean_k / n": means.mean(axis=0),
+        })
+        _precision(result["var"], want_var, x)
+        expect_array("var", result["var"], want_var, rtol=1e-9, atol=1e-10, mistakes={
+            "you left out the spread of the chunk means around the overall mean: add sum_k n_k * (mean_k - "
+            "mean)**2 to the within-chunk sums n_k * var_k": within / (n - 1),
+            "you averaged the chunk variances (weighted by size), which ignores how far the chunk means lie from "
+            "the overall mean; add sum_k n_k * (mean_k - mean)**2": lambda: within / n,
+            "you averaged the chunk variances with equal weights; that ignores both the chunk sizes and the spread "
+            "of the chunk means": lambda: variances.mean(axis=0),
+            "the variance is the biased one (divide by n); return the unbiased one, divide by n - 1":
+                (within + between) / n,
+            "the chunk variances are BIASED (divided by n_k, as BN computes them): a chunk's sum of squared "
+            "deviations is n_k * var_k, not (n_k - 1) * var_k":
+                lambda: (((counts_f - 1)[:, None] * variances).sum(axis=0) + between) / (n - 1),
+            "you returned the standard deviation instead of the variance": np.sqrt(want_var),
+        })
+        expect(result["inputs_unchanged"],
+               "your function changed counts, means or variances in place; compute new arrays and leave the inputs "
+               "as they were")
+
+
+# --------------------------------------------------------------------------------------------
+# 8. Predict, then run: how long the start value of running_var lingers
+# --------------------------------------------------------------------------------------------
+def _steps_within(rel: float, start: float, true_var: float, momentum: float) -> int:
+    """First t with |running_var_t / true_var - 1| <= rel, running_var_t = true + (start - true)(1 - m)**t."""
+    return int(np.ceil(np.log(rel * true_var / abs(start - true_var)) / np.log(1.0 - momentum)))
+
+
+@register
+class PredictVarSteps(PredictNumber):
+    name = "ch4_predict_var_steps"
+    title = "predict: steps until running_var is within 1 % of the true variance"
+    quantity = "the predicted number of steps"
+    truth = float(_steps_within(0.01, 1.0, 0.04, 0.05))                 # 152
+    tolerance = round(0.1 * truth)                                       # within 10 %: 137 to 167
+    near_misses = {
+        "about 4.6 / (1 - alpha) = 92 steps is when the START VALUE's weight alpha**t falls below 1 %. Here the "
+        "start value 1 is 25 times the true variance 0.04, so 1 % of the true variance needs alpha**t * 0.96 "
+        "below 0.01 * 0.04": (80.0, 100.0),
+        "about 1 / (1 - alpha) = 20 steps is the 'memory' of the average; after that many steps the start value "
+        "still holds about 37 % of the weight": (15.0, 25.0),
+    }
+    hints = (
+        "the running variance is an EMA started at 1: after t steps the start value still carries weight "
+        "alpha**t, alpha = 1 - momentum = 0.95, and the data the rest",
+        "every batch has variance exactly 0.04, so running_var_t = 0.04 + (1 - 0.04) * 0.95**t; 'within 1 %' means "
+        "|running_var_t - 0.04| <= 0.01 * 0.04",
+        "solve 0.96 * 0.95**t <= 0.0004 for the smallest whole t: t >= ln(0.0004 / 0.96) / ln(0.95)",
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# 9. Predict, then run: what model.eval() changes
+# --------------------------------------------------------------------------------------------
+#: the statements of the exercise, as printed in the notebook (letter -> statement)
+EVAL_STATEMENTS = {
+    "A": "BN normalizes with running_mean and running_var instead of the batch's mean and variance",
+    "B": "BN stops updating running_mean and running_var",
+    "C": "autograd stops recording: the outputs no longer require a gradient",
+    "D": "dropout stops zeroing activations",
+    "E": "gamma and beta are frozen: a backward pass no longer gives them gradients",
+    "F": "a batch of a single sample can go through the network",
+}
+
+
+@register
+class PredictEval(PredictChoice):
+    name = "ch4_predict_eval"
+    title = "predict: what model.eval() changes in a network with BN and dropout"
+    options = tuple(EVAL_STATEMENTS)
+    answer = "ABDF"
+    wrongly_chosen = {
+        "C": "eval() only flips each module's training flag; recording stops under torch.no_grad(), a separate "
+             "switch (evaluate with both)",
+        "E": "eval() does not touch requires_grad: a loss computed in eval mode still gives gamma and beta (and "
+             "every weight) gradients; freezing is requires_grad_(False)",
+    }
+    wrongly_left_out = {
+        "A": "in eval mode BN uses the stored running statistics, so a sample's output no longer depends on its batch",
+        "B": "the running statistics change only in training mode; eval-mode forward passes leave them alone",
+        "D": "nn.Dropout checks self.training too: in eval mode it is the identity",
+        "F": "BatchNorm1d refuses a batch of one in training mode (no variance to compute); in eval mode it needs "
+             "no batch statistics at all",
+    }
+    hints = (
+        "eval() does one thing: it sets the training flag of every submodule to False; ask which layers read "
+        "that flag",
+        "BatchNorm and Dropout read it; autograd (torch.no_grad) and requires_grad are separate switches",
+        "for BN, list what training mode does that needs a batch (its statistics, the running update) and what "
+        "that means for a batch of one",
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# 10. Debugging: a prediction loop that forgets model.eval()
+# --------------------------------------------------------------------------------------------
+_D_IN, _HIDDEN, _CLASSES, _P_DROP, _BN_EPS = 6, 8, 4, 0.5, 1e-5
+
+
+def _model_case(rng, n, batch_size, start_in_training):
+    return {
+        "x": rng.normal(0.5, 1.5, size=(n, _D_IN)), "batch_size": batch_size, "start_in_training": start_in_training,
+        "W1": rng.normal(size=(_HIDDEN, _D_IN)) / np.sqrt(_D_IN), "b1": rng.normal(size=_HIDDEN),
+        "gamma": rng.uniform(0.5, 2.0, size=_HIDDEN), "beta": rng.normal(size=_HIDDEN),
+        "running_mean": rng.normal(size=_HIDDEN), "running_var": rng.uniform(0.5, 3.0, size=_HIDDEN),
+        "W2": rng.normal(size=(_CLASSES, _HIDDEN)) / np.sqrt(_HIDDEN), "b2": rng.normal(size=_CLASSES),
+    }
+
+
+def build_debug_model(case):
+    """Linear(6, 8) -> BatchNorm1d(8) -> ReLU -> Dropout(0.5) -> Linear(8, 4), float64, from the case's arrays."""
+    import torch
+    from torch import nn
+
+    model = nn.Sequential(nn.Linear(_D_IN, _HIDDEN), nn.BatchNorm1d(_HIDDEN, eps=_BN_EPS), nn.ReLU(),
+                          nn.Dropout(_P_DROP), nn.Linear(_HIDDEN, _CLASSES)).double()
+    with torch.no_grad():
+        for param, key in ((model[0].weight, "W1"), (model[0].bias, "b1"), (model[1].weight, "gamma"),
+                           (model[1].bias, "beta"), (model[1].running_mean, "running_mean"),
+                           (model[1].running_var, "running_var"), (model[4].weight, "W2"), (model[4].bias, "b2")):
+            param.copy_(torch.from_numpy(case[key]))
+    return model.train(bool(case["start_in_training"]))
+
+
+def _eval_logits(case, x=None):
+    x = case["x"] if x is None else x
+    h = x @ case["W1"].T + case["b1"]
+    h = case["gamma"] * (h - case["running_mean"]) / np.sqrt(case["running_var"] + _BN_EPS) + case["beta"]
+    return np.maximum(h, 0.0) @ case["W2"].T + case["b2"]
+
+
+def _batch_stat_logits(case):
+    """What a forgotten eval() gives without dropout: every batch normalized with its own statistics."""
+    x, bs = case["x"], case["batch_size"]
+    out = []
+    for s in range(0, len(x), bs):
+        h = x[s:s + bs] @ case["W1"].T + case["b1"]
+        h = case["gamma"] * (h - h.mean(0)) / np.sqrt(h.var(0) + _BN_EPS) + case["beta"]
+        out.append(np.maximum(h, 0.0) @ case["W2"].T + case["b2"])
+    return np.concatenate(out)
+
+
+@register
+class DebugPredict(Exercise):
+    name = "ch4_debug_predict"
+    title = "debugging: a prediction loop for a network with BN and dropout"
+    hints = (
+        "run the buggy function twice on the same data, and once with another batch size: do the labels change? "
+        "Then compare the model's running_mean before and after",
+        "which switch makes BN use its running statistics and dropout do nothing, and which one did the loop "
+        "forget? The loop must also leave the model as it found it",
+        "remember model.training, call model.eval() before the loop, and model.train(was_training) after it; keep "
+        "the loop under torch.no_grad()",
+    )
+
+    def cases(self, rng):
+        # 17 rows in batches of 8: the last batch has one row, which BatchNorm1d refuses in training mode;
+        # the last case starts in eval mode (the function must leave it there)
+        return [_model_case(rng, 12, 4, True), _model_case(rng, 17, 8, True), _model_case(rng, 10, 5, False)]
+
+    def run(self, fn, case):
+        import torch
+
+        model = build_debug_model(case)
+        grad_seen = []
+        hook = model[0].register_forward_hook(lambda mod, inp, out: grad_seen.append(torch.is_grad_enabled()))
+        rm_before = model[1].running_mean.clone()
+        try:
+            labels = fn(model, torch.from_numpy(case["x"]), case["batch_size"])
+        except ValueError as e:
+            if "Expected more than 1 value per channel" in str(e):
+                raise CheckFailure(
+                    "BatchNorm1d refused the last batch, which holds a single row: the model is still in training "
+                    "mode, where BN needs batch statistics. Call model.eval() before predicting") from None
+            raise
+        finally:
+            hook.remove()
+        labels = _to_numpy(labels)
+        if isinstance(labels, np.ndarray) and labels.dtype.kind in "iu":
+            labels = labels.astype(np.int64)
+        return {"labels": labels, "stats_unchanged": bool(torch.equal(rm_before, model[1].running_mean)),
+                "training_after": bool(model.training),
+                "grad_enabled": bool(any(grad_seen))}
+
+    def verify(self, case, result):
+        want = _eval_logits(case).argmax(axis=1).astype(np.int64)
+        labels = result["labels"]
+        if isinstance(labels, np.ndarray) and labels.dtype.kind == "f":
+            raise CheckFailure("return the predicted class of each row, (N,) integers (logits.argmax(dim=1)), not "
+                               "the logits or probabilities")
+        expect(result["stats_unchanged"],
+               "predicting changed BN's running_mean: the model was in training mode, so every batch updated the "
+               "running statistics (and was normalized with its own statistics). Call model.eval() first")
+        expect_array("labels", labels, want, rtol=0, atol=0, mistakes={
+            "the labels are those of training mode (each batch normalized with its own statistics): call "
+            "model.eval() before predicting": _batch_stat_logits(case).argmax(axis=1),
+        })
+        expect(result["training_after"] == bool(case["start_in_training"]),
+               "the function must leave the model in the mode it found it in (it was "
+               + ("in training mode, and is now in eval mode: remember model.training and call "
+                  "model.train(was_training) at the end)" if case["start_in_training"] else
+                  "in eval mode, and is now in training mode: restore model.train(was_training), do not call "
+                  "model.train() unconditionally)"))
+        expect(not result["grad_enabled"],
+               "the forward passes ran with autograd recording: wrap the loop in torch.no_grad(), a prediction "
+               "needs no graph")
