@@ -4,6 +4,7 @@
     bncourse grade SUBMISSION_OR_DIR --solutions solutions/ [--out DIR] [--jobs N]
                    [--cell-timeout S] [--total-timeout S] [--seed N] [--assignment NAME]
                    [--memory-limit GIB] [--no-sandbox]
+    bncourse gradescope ASSIGNMENT [--solutions solutions/] [--out ZIP] [--sandbox auto|always|never]
 """
 from __future__ import annotations
 
@@ -42,7 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_make_exercises)
 
     from .grading.cli import add_grade_parser
+    from .grading.gradescope import add_gradescope_parser
     add_grade_parser(sub)
+    add_gradescope_parser(sub)
     return parser
 
 

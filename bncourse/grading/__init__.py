@@ -3,7 +3,8 @@
 Modules: ``cli`` (the command), ``core`` (reading, matching, running and scoring one submission, in named
 steps), ``sandbox`` (the bubblewrap sandbox every kernel runs in), ``_launcher`` (its first process),
 ``kernel_side`` (the only code the grader runs inside the student's kernel), ``report`` (table, CSV,
-Gradescope ``results.json``).
+Gradescope ``results.json``), ``gradescope`` (``bncourse gradescope ASSIGNMENT``: the autograder zip, and
+what its ``run_autograder`` runs inside Gradescope; there grading is usually unsandboxed, see that module).
 
 Threat model
 ------------
