@@ -1,0 +1,367 @@
+"""Checks for chapter 7, batch norm across devices.
+
+The replicas are simulated in one process: a list of R shards, shard r with n_r examples (the grader's sandbox
+has no sockets). Exercises (what the student passes to :func:`bncourse.checks.check`):
+
+``ch7_merge_mean_var``  ``merge_mean_var(counts, means, variances) -> (mean, var)``: counts (R,) int64,
+                        means and biased variances (R, C) of each replica; mean and biased variance (C,) of the union.
+``ch7_sync_stats``      ``sync_batch_stats(shards) -> (mean, var, unbiased_var)``: shards a list of R arrays
+                        (n_r, C, H, W); the global per-channel statistics SyncBatchNorm normalizes with (mean,
+                        biased var) and stores (unbiased var, Bessel on the GLOBAL count).
+``ch7_sync_backward``   ``sync_bn_backward(dy_shards, x_shards, gamma, eps) -> (dx_shards, dgamma, dbeta)``:
+                        lists of R arrays (n_r, C); dx of each shard through batch norm over ALL shards;
+                        dgamma, dbeta (C,) summed over the shards.
+``ch7_ghost_bn``        ``ghost_batch_norm(x, virtual_batch_size, gamma, beta, eps) -> out``: x (N, C); each
+                        run of ``virtual_batch_size`` consecutive examples normalized with its own statistics.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .core import CheckFailure, Exercise, expect, expect_array, register
+
+__all__ = ["MergeMeanVar", "SyncStats", "SyncBackward", "GhostBN"]
+
+_DISTRIBUTED_REFS = ("bncourse.distributed:merge_moments", "bncourse.distributed:chan_merge",
+                     "bncourse.distributed:local_moments", "bncourse.distributed:SyncBatchNorm",
+                     "bncourse.distributed:GhostBatchNorm")
+
+
+def _counts_of(shards):
+    """Values per channel on each shard (n_r * H * W), float64 (R,)."""
+    return np.array([s.size // s.shape[1] for s in shards], dtype=np.float64)
+
+
+def _shards_from(case, key="x"):
+    return [case[f"{key}{r}"] for r in range(case["replicas"])]
+
+
+def _pair(res, what, names):
+    if not isinstance(res, (tuple, list)) or len(res) != len(names):
+        raise CheckFailure(f"{what} must return a tuple ({', '.join(names)}); got "
+                           f"{type(res).__name__}{'' if not isinstance(res, (tuple, list)) else f' of length {len(res)}'}")
+    return res
+
+
+# ----------------------------------------------------------------------------------------------
+# 1. The parallel merge of means and variances
+# ----------------------------------------------------------------------------------------------
+def merge_reference(counts, means, variances):
+    """Mean and biased variance (C,) of the union: law of total variance with count weights."""
+    n = counts.astype(np.float64)[:, None]                  # (R, 1)
+    N = n.sum()
+    mean = (n * means).sum(axis=0) / N
+    between = (n * (means - mean) ** 2).sum(axis=0) / N
+    within = (n * variances).sum(axis=0) / N
+    return mean, within + between
+
+
+@register
+class MergeMeanVar(Exercise):
+    name = "ch7_merge_mean_var"
+    title = "merge per-replica means and variances into those of the whole batch"
+    references = _DISTRIBUTED_REFS
+    hints = (
+        "The whole batch's variance is not the average of the replicas' variances: the replicas' means differ "
+        "from the global mean, and that spread is variance too (the law of total variance).",
+        "counts: (R,), means and variances: (R, C). Weight every replica by its count n_r / N; the results are "
+        "(C,). Reshape counts to (R, 1) so they broadcast over the channels.",
+        "mean = sum_r n_r mean_r / N;  var = sum_r n_r [var_r + (mean_r - mean)^2] / N  (biased: divide by N).",
+    )
+
+    def cases(self, rng):
+        out = []
+        for counts, C in (((4, 7, 2), 3), ((5, 5), 4), ((3, 9, 1, 6), 2), ((8,), 3)):
+            means = rng.normal(0, 2, size=(len(counts), C)) + rng.normal(0, 3, size=C)
+            variances = rng.uniform(0.2, 3.0, size=(len(counts), C))
+            variances[np.array(counts) == 1] = 0.0          # one value has no spread
+            out.append({"counts": np.array(counts, dtype=np.int64), "means": means, "variances": variances})
+        return out
+
+    def run(self, fn, case):
+        mean, var = _pair(fn(case["counts"], case["means"], case["variances"]), "merge_mean_var", ("mean", "var"))
+        return {"mean": mean, "var": var}
+
+    def verify(self, case, result):
+        counts, means, variances = case["counts"], case["means"], case["variances"]
+        mean, var = merge_reference(counts, means, variances)
+        n = counts.astype(np.float64)[:, None]
+        N = n.sum()
+        expect_array("mean", result["mean"], mean, rtol=1e-9, atol=1e-12, mistakes={
+            "you averaged the replicas' means without weights; a replica with more examples weighs more: "
+            "mean = sum_r n_r * mean_r / N": lambda: means.mean(axis=0),
+        })
+        expect_array("var", result["var"], var, rtol=1e-9, atol=1e-12, mistakes={
+            "you averaged the per-replica variances without the between-replica term: add "
+            "sum_r n_r * (mean_r - mean)^2 / N, the spread of the replicas' means around the global mean":
+                lambda: (n * variances).sum(axis=0) / N,
+            "you averaged the per-replica variances without weights and without the between-replica term: "
+            "var = sum_r n_r * (var_r + (mean_r - mean)^2) / N": lambda: variances.mean(axis=0),
+            "the between-replica term is not weighted by the counts: use sum_r n_r * (mean_r - mean)^2 / N":
+                lambda: (n * variances).sum(axis=0) / N + ((means - mean) ** 2).mean(axis=0),
+            "you returned the unbiased variance (divided by N - 1); return the biased one (divide by N), "
+            "the one batch norm normalizes with": lambda: var * N / (N - 1),
+        })
+
+
+# ----------------------------------------------------------------------------------------------
+# 2. Synchronized forward statistics
+# ----------------------------------------------------------------------------------------------
+def sync_stats_reference(shards):
+    """Global (mean, biased var, unbiased var) per channel of shards (n_r, C, H, W), as on the concatenation."""
+    x = np.concatenate(shards)
+    m = x.size // x.shape[1]
+    mean = x.mean(axis=(0, 2, 3))
+    var = x.var(axis=(0, 2, 3))
+    return mean, var, var * m / (m - 1)
+
+
+@register
+class SyncStats(Exercise):
+    name = "ch7_sync_stats"
+    title = "the statistics SyncBatchNorm's forward computes from R shards (n_r, C, H, W)"
+    references = _DISTRIBUTED_REFS
+    hints = (
+        "Each replica can only send a few numbers per channel: its count, mean and M2 (sum of squared "
+        "deviations). The global statistics come from merging those, as if the shards were one batch.",
+        "Per shard and channel: m_r = n_r * H * W values; mean_r and M2_r are (C,), reduced over axes (0, 2, 3). "
+        "The global count m = sum_r m_r is the same for every channel.",
+        "mean = sum_r m_r mean_r / m;  M2 = sum_r [M2_r + m_r (mean_r - mean)^2];  var = M2 / m (normalizes);  "
+        "unbiased_var = M2 / (m - 1) (the running variance), with m the GLOBAL count.",
+    )
+
+    def cases(self, rng):
+        out = []
+        for ns, C, H, W in (((3, 2, 4), 3, 2, 3), ((2, 2), 4, 3, 3), ((1, 4, 2, 3), 2, 2, 2), ((5,), 3, 1, 2)):
+            offset = rng.normal(0, 3, size=(1, C, 1, 1))
+            case = {"replicas": len(ns)}
+            for r, n in enumerate(ns):
+                shift = rng.normal(0, 1.5, size=(1, C, 1, 1))            # replicas see different data
+                case[f"x{r}"] = rng.normal(size=(n, C, H, W)) * rng.uniform(0.5, 2.0) + offset + shift
+            out.append(case)
+        return out
+
+    def run(self, fn, case):
+        res = _pair(fn(_shards_from(case)), "sync_batch_stats", ("mean", "var", "unbiased_var"))
+        return dict(zip(("mean", "var", "unbiased_var"), res))
+
+    def verify(self, case, result):
+        shards = _shards_from(case)
+        mean, var, uvar = sync_stats_reference(shards)
+        counts = _counts_of(shards)[:, None]                  # (R, 1) values per channel
+        m = counts.sum()
+        m_local = counts[0, 0]
+        means = np.stack([s.mean(axis=(0, 2, 3)) for s in shards])        # (R, C)
+        varis = np.stack([s.var(axis=(0, 2, 3)) for s in shards])         # (R, C)
+        sums = np.stack([s.sum(axis=(0, 2, 3)) for s in shards])
+        m2 = var * m
+        within = (counts * varis).sum(axis=0) / m
+        tol = {"rtol": 1e-9, "atol": 1e-12}
+        expect_array("mean", result["mean"], mean, **tol, mistakes={
+            "you divided by the local count: the sum over all replicas must be divided by the GLOBAL count "
+            "m = sum_r n_r * H * W, not by this replica's": lambda: sums.sum(axis=0) / m_local,
+            "you averaged the replicas' means without weights; a replica with more examples weighs more":
+                lambda: means.mean(axis=0),
+            "your count is the number of examples only; per channel there are n_r * H * W values":
+                lambda: sums.sum(axis=0) / sum(s.shape[0] for s in shards),
+        })
+        expect_array("var", result["var"], var, **tol, mistakes={
+            "you averaged the per-replica variances without the between-replica term: add "
+            "sum_r m_r * (mean_r - mean)^2 / m, the spread of the replicas' means": lambda: within,
+            "you averaged the per-replica variances without weights and without the between-replica term":
+                lambda: varis.mean(axis=0),
+            "you divided by the local count: M2 summed over all replicas must be divided by the GLOBAL count m":
+                lambda: m2 / m_local,
+            "you returned the unbiased variance as var; batch norm normalizes with the biased one (M2 / m)":
+                lambda: uvar,
+        })
+        uvars_local = np.stack([s.var(axis=(0, 2, 3), ddof=1) if s.size // s.shape[1] > 1 else np.zeros(s.shape[1])
+                                for s in shards])
+        expect_array("unbiased_var", result["unbiased_var"], uvar, **tol, mistakes={
+            "you forgot Bessel's correction on the global count: unbiased_var = M2 / (m - 1), with m the values "
+            "per channel over ALL replicas": lambda: var,
+            "you applied Bessel's correction on the local count: divide M2 by (m - 1) with m the GLOBAL count, "
+            "not by (this replica's count - 1)": lambda: m2 / (m_local - 1),
+            "you applied Bessel's correction once per replica (M2 / (m - R)); the global batch is one sample: "
+            "divide by m - 1": lambda: m2 / (m - len(shards)),
+            "you averaged the replicas' unbiased variances; merge M2 over the replicas (with the between-replica "
+            "term) and divide by m - 1 with the global count": lambda: uvars_local.mean(axis=0),
+        })
+
+
+# ----------------------------------------------------------------------------------------------
+# 3. Synchronized backward sums
+# ----------------------------------------------------------------------------------------------
+def sync_backward_reference(dy_shards, x_shards, gamma, eps):
+    """dx per shard, dgamma, dbeta of batch norm over the concatenated shards (n_r, C): the closed form."""
+    x = np.concatenate(x_shards)
+    dy = np.concatenate(dy_shards)
+    m = x.shape[0]
+    mean, var = x.mean(axis=0), x.var(axis=0)
+    invstd = 1.0 / np.sqrt(var + eps)
+    x_hat = (x - mean) * invstd
+    sum_dy, sum_dy_xhat = dy.sum(axis=0), (dy * x_hat).sum(axis=0)
+    dx = gamma * invstd * (dy - sum_dy / m - x_hat * sum_dy_xhat / m)
+    bounds = np.cumsum([0] + [s.shape[0] for s in x_shards])
+    return [dx[bounds[r]:bounds[r + 1]] for r in range(len(x_shards))], sum_dy_xhat, sum_dy
+
+
+def _local_backward(dy_shards, x_shards, gamma, eps, *, sums="local", count="global", stats="global"):
+    """Wrong-on-purpose variants (each shard's own sums, the local count, sums averaged over replicas)."""
+    x = np.concatenate(x_shards)
+    m_global = x.shape[0]
+    mean_g, var_g = x.mean(axis=0), x.var(axis=0)
+    out = []
+    xh = []
+    for x_r in x_shards:
+        mu, v = (mean_g, var_g) if stats == "global" else (x_r.mean(axis=0), x_r.var(axis=0))
+        xh.append((x_r - mu) / np.sqrt(v + eps))
+    tot_dy = sum(d.sum(axis=0) for d in dy_shards)
+    tot_dyx = sum((d * h).sum(axis=0) for d, h in zip(dy_shards, xh))
+    R = len(x_shards)
+    for r, (x_r, dy_r) in enumerate(zip(x_shards, dy_shards)):
+        v = var_g if stats == "global" else x_r.var(axis=0)
+        invstd = 1.0 / np.sqrt(v + eps)
+        if sums == "local":
+            s_dy, s_dyx = dy_r.sum(axis=0), (dy_r * xh[r]).sum(axis=0)
+        elif sums == "mean":
+            s_dy, s_dyx = tot_dy / R, tot_dyx / R
+        else:
+            s_dy, s_dyx = tot_dy, tot_dyx
+        m = m_global if count == "global" else x_r.shape[0]
+        out.append(gamma * invstd * (dy_r - s_dy / m - xh[r] * s_dyx / m))
+    return out
+
+
+@register
+class SyncBackward(Exercise):
+    name = "ch7_sync_backward"
+    title = "SyncBatchNorm's backward on R shards (n_r, C): all-reduce the two sums"
+    references = _DISTRIBUTED_REFS
+    hints = (
+        "The output of every example depends on the mean and variance of ALL shards, so dx on one shard depends "
+        "on dy of every shard, but only through two per-channel sums; those are what the replicas all-reduce.",
+        "Per shard r: x_hat_r (n_r, C) from the GLOBAL mean and variance; local sums of dy_r and of dy_r * x_hat_r "
+        "are (C,). Add them over the shards; m = sum_r n_r is the global count.",
+        "dx_r = gamma / sqrt(var + eps) * (dy_r - sum(dy) / m - x_hat_r * sum(dy * x_hat) / m), both sums over "
+        "all shards;  dgamma = sum(dy * x_hat),  dbeta = sum(dy), also over all shards.",
+    )
+
+    def cases(self, rng):
+        out = []
+        for ns, C, eps in (((3, 5, 2), 3, 1e-5), ((4, 4), 2, 0.1), ((2, 1, 3, 4), 4, 1e-3)):
+            case = {"replicas": len(ns), "eps": eps, "gamma": rng.uniform(0.5, 2.0, size=C)}
+            for r, n in enumerate(ns):
+                case[f"x{r}"] = rng.normal(size=(n, C)) * rng.uniform(0.5, 3.0) + rng.normal(0, 2, size=C)
+                case[f"dy{r}"] = rng.normal(size=(n, C))
+            out.append(case)
+        return out
+
+    def run(self, fn, case):
+        res = _pair(fn(_shards_from(case, "dy"), _shards_from(case, "x"), case["gamma"], case["eps"]),
+                    "sync_bn_backward", ("dx_shards", "dgamma", "dbeta"))
+        dx_shards, dgamma, dbeta = res
+        R = case["replicas"]
+        if not isinstance(dx_shards, (list, tuple)) or len(dx_shards) != R:
+            raise CheckFailure(f"dx_shards must be a list of {R} arrays, one per shard; got "
+                               f"{type(dx_shards).__name__}" + (f" of length {len(dx_shards)}"
+                                                               if isinstance(dx_shards, (list, tuple)) else ""))
+        out = {f"dx{r}": dx_shards[r] for r in range(R)}
+        out.update(dgamma=dgamma, dbeta=dbeta)
+        return out
+
+    def verify(self, case, result):
+        dys, xs = _shards_from(case, "dy"), _shards_from(case, "x")
+        gamma, eps = case["gamma"], case["eps"]
+        dx, dgamma, dbeta = sync_backward_reference(dys, xs, gamma, eps)
+        tol = {"rtol": 1e-8, "atol": 1e-10}
+        variants = {
+            "your backward used each replica's own sums of dy and dy * x_hat: all-reduce (add) them over the "
+            "replicas before using them":
+                lambda: _local_backward(dys, xs, gamma, eps, sums="local"),
+            "you divided the all-reduced sums by the local count; divide by the GLOBAL count m = sum_r n_r":
+                lambda: _local_backward(dys, xs, gamma, eps, sums="all", count="local"),
+            "you averaged the sums over the replicas; all-reduce means ADD them, then divide by the global count":
+                lambda: _local_backward(dys, xs, gamma, eps, sums="mean"),
+            "your shards were normalized with their own mean and variance: that is unsynchronized batch norm; "
+            "use the global statistics (forward) and the all-reduced sums (backward)":
+                lambda: _local_backward(dys, xs, gamma, eps, sums="local", count="local", stats="local"),
+            "your dx ignores the path through the mean and variance: dx = gamma / sqrt(var + eps) * dy is only "
+            "the first term":
+                lambda: [gamma / np.sqrt(np.concatenate(xs).var(axis=0) + eps) * d for d in dys],
+        }
+        for r in range(case["replicas"]):
+            expect_array(f"dx_shards[{r}]", result[f"dx{r}"], dx[r], **tol,
+                         mistakes={msg: (lambda f=f, r=r: f()[r]) for msg, f in variants.items()})
+        xh0 = (xs[0] - np.concatenate(xs).mean(axis=0)) / np.sqrt(np.concatenate(xs).var(axis=0) + eps)
+        expect_array("dgamma", result["dgamma"], dgamma, **tol, mistakes={
+            "dgamma must be summed over all shards; yours is the first shard's only": (dys[0] * xh0).sum(axis=0),
+            "dgamma and dbeta are swapped: dgamma = sum(dy * x_hat), dbeta = sum(dy)": dbeta,
+        })
+        expect_array("dbeta", result["dbeta"], dbeta, **tol, mistakes={
+            "dbeta must be summed over all shards; yours is the first shard's only": dys[0].sum(axis=0),
+            "dgamma and dbeta are swapped: dgamma = sum(dy * x_hat), dbeta = sum(dy)": dgamma,
+        })
+
+
+# ----------------------------------------------------------------------------------------------
+# 4. Ghost batch norm
+# ----------------------------------------------------------------------------------------------
+def _bn(x, eps, ddof=0):
+    return (x - x.mean(axis=0)) / np.sqrt(x.var(axis=0, ddof=ddof) + eps)
+
+
+def ghost_reference(x, virtual_batch_size, gamma, beta, eps, *, ddof=0):
+    chunks = [x[i:i + virtual_batch_size] for i in range(0, x.shape[0], virtual_batch_size)]
+    return np.concatenate([_bn(c, eps, ddof) for c in chunks]) * gamma + beta
+
+
+@register
+class GhostBN(Exercise):
+    name = "ch7_ghost_bn"
+    title = "ghost batch norm (training mode) on x of shape (N, C)"
+    references = _DISTRIBUTED_REFS
+    hints = (
+        "Ghost batch norm cuts the batch into small virtual batches and normalizes each with its own statistics, "
+        "as if each were on its own replica.",
+        "Virtual batch k holds the consecutive rows x[k * v : (k + 1) * v] (the last one may be shorter); each "
+        "gets its own mean and biased variance of shape (C,). gamma and beta are shared, (C,).",
+        "out[k] = gamma * (x_k - mean(x_k)) / sqrt(var(x_k) + eps) + beta, biased var; concatenate the pieces in order.",
+    )
+
+    def cases(self, rng):
+        out = []
+        for N, C, v, eps in ((12, 3, 4, 1e-5), (10, 2, 4, 1e-3), (9, 4, 3, 0.1), (8, 3, 8, 1e-5)):
+            x = rng.normal(size=(N, C)) * rng.uniform(0.5, 3.0, size=C) + rng.normal(0, 2, size=C)
+            out.append({"x": x, "virtual_batch_size": v, "gamma": rng.uniform(0.5, 2.0, size=C),
+                        "beta": rng.normal(size=C), "eps": eps})
+        return out
+
+    def run(self, fn, case):
+        return {"out": fn(case["x"], case["virtual_batch_size"], case["gamma"], case["beta"], case["eps"])}
+
+    def verify(self, case, result):
+        x, v, g, b, eps = (case[k] for k in ("x", "virtual_batch_size", "gamma", "beta", "eps"))
+        N = x.shape[0]
+        G = -(-N // v)
+        expect(result["out"] is not None, "ghost_batch_norm returned None: did you forget a return statement?")
+        expect_array("out", result["out"], ghost_reference(x, v, g, b, eps), rtol=1e-8, atol=1e-10, mistakes={
+            "you normalized the whole batch at once: that is ordinary batch norm; normalize each virtual batch "
+            "of virtual_batch_size consecutive examples with its own statistics": lambda: _bn(x, eps) * g + b,
+            "you made virtual_batch_size virtual batches; make virtual batches OF virtual_batch_size examples "
+            "(N / virtual_batch_size of them)": lambda: ghost_reference(x, -(-N // v), g, b, eps),
+            "your virtual batches interleave the examples (x[k::G]); a virtual batch is a run of consecutive "
+            "examples x[k * v:(k + 1) * v]":
+                lambda: _interleaved(x, G, eps) * g + b,
+            "you normalized with the unbiased variance (ddof=1); batch norm uses the biased one":
+                lambda: ghost_reference(x, v, g, b, eps, ddof=1),
+            "you dropped the last, shorter virtual batch; keep it (it is normalized with its own statistics)":
+                lambda: ghost_reference(x[:N // v * v], v, g, b, eps),
+        })
+
+
+def _interleaved(x, G, eps):
+    out = np.empty_like(x)
+    for k in range(G):
+        out[k::G] = _bn(x[k::G], eps) if x[k::G].shape[0] > 1 else 0.0
+    return out

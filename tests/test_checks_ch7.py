@@ -1,0 +1,336 @@
+"""Chapter 7 self-checks (batch norm across devices): the references pass, and each named mistake gets its message.
+
+The wrong implementations here are written from scratch (not taken from bncourse.checks), the way a student would
+write them, and each must be reported with the message that names its mistake.
+"""
+import numpy as np
+import pytest
+import torch
+
+from bncourse.checks import REGISTRY, check, get_exercise, hint, reset_hints
+from check_helpers import check_fails
+
+NAMES = ("ch7_merge_mean_var", "ch7_sync_stats", "ch7_sync_backward", "ch7_ghost_bn")
+
+
+# ---- correct implementations, written independently (torch where it helps) --------------------------------
+def merge_mean_var(counts, means, variances):
+    n, mean, m2 = 0, None, None
+    for n_r, mean_r, var_r in zip(counts, means, variances):          # Chan et al., one replica at a time
+        m2_r = var_r * n_r
+        if mean is None:
+            n, mean, m2 = n_r, mean_r.copy(), m2_r
+            continue
+        total = n + n_r
+        delta = mean_r - mean
+        mean = mean + delta * n_r / total
+        m2 = m2 + m2_r + delta ** 2 * n * n_r / total
+        n = total
+    return mean, m2 / n
+
+
+def sync_batch_stats(shards):
+    counts = [s.shape[0] * s.shape[2] * s.shape[3] for s in shards]
+    sums = [s.sum(axis=(0, 2, 3)) for s in shards]
+    m = sum(counts)
+    mean = sum(sums) / m
+    m2 = sum(((s - mean.reshape(1, -1, 1, 1)) ** 2).sum(axis=(0, 2, 3)) for s in shards)
+    return mean, m2 / m, m2 / (m - 1)
+
+
+def sync_bn_backward(dy_shards, x_shards, gamma, eps):
+    # autograd on the concatenation: the definition SyncBatchNorm must reproduce
+    x = torch.from_numpy(np.concatenate(x_shards)).requires_grad_()
+    g = torch.from_numpy(gamma.copy()).requires_grad_()
+    b = torch.zeros_like(g, requires_grad=True)
+    y = torch.nn.functional.batch_norm(x, None, None, g, b, training=True, eps=eps)
+    y.backward(torch.from_numpy(np.concatenate(dy_shards)))
+    sizes = np.cumsum([0] + [s.shape[0] for s in x_shards])
+    dx = x.grad.numpy()
+    return [dx[sizes[r]:sizes[r + 1]] for r in range(len(x_shards))], g.grad.numpy(), b.grad.numpy()
+
+
+def ghost_batch_norm(x, virtual_batch_size, gamma, beta, eps):
+    t = torch.from_numpy(x)
+    out = [torch.nn.functional.batch_norm(c, None, None, torch.from_numpy(gamma), torch.from_numpy(beta),
+                                          training=True, eps=eps) for c in t.split(virtual_batch_size)]
+    return torch.cat(out).numpy()
+
+
+CORRECT = {"ch7_merge_mean_var": merge_mean_var, "ch7_sync_stats": sync_batch_stats,
+           "ch7_sync_backward": sync_bn_backward, "ch7_ghost_bn": ghost_batch_norm}
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_registered_with_a_hint_ladder(name):
+    assert name in REGISTRY
+    ladder = get_exercise(name).hints
+    assert 2 <= len(ladder) <= 4 and all(isinstance(h, str) and len(h) > 40 for h in ladder)
+    reset_hints(name)
+    assert hint(name).startswith(f"hint 1 of {len(ladder)} for {name}")
+    reset_hints(name)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_independent_reference_passes(name, capsys):
+    check(name, CORRECT[name])
+    assert "✓" in capsys.readouterr().out
+    for seed in (1, 2, 3):
+        check(name, CORRECT[name], seed=seed, quiet=True)
+
+
+# ---- 1. merge ------------------------------------------------------------------------------------------------
+def test_merge_without_between_term():
+    check_fails("ch7_merge_mean_var",
+                lambda c, mu, v: ((c[:, None] * mu).sum(0) / c.sum(), (c[:, None] * v).sum(0) / c.sum()),
+                "var is wrong", "without the between-replica term")
+
+
+def test_merge_plain_average_of_variances():
+    check_fails("ch7_merge_mean_var", lambda c, mu, v: ((c[:, None] * mu).sum(0) / c.sum(), v.mean(0)),
+                "without weights and without the between-replica term")
+
+
+def test_merge_unweighted_mean():
+    check_fails("ch7_merge_mean_var", lambda c, mu, v: (mu.mean(0), merge_mean_var(c, mu, v)[1]),
+                "mean is wrong", "without weights")
+
+
+def test_merge_unweighted_between_term():
+    def wrong(c, mu, v):
+        mean = (c[:, None] * mu).sum(0) / c.sum()
+        return mean, (c[:, None] * v).sum(0) / c.sum() + np.mean((mu - mean) ** 2, axis=0)
+    check_fails("ch7_merge_mean_var", wrong, "not weighted by the counts")
+
+
+def test_merge_unbiased():
+    def wrong(c, mu, v):
+        mean, var = merge_mean_var(c, mu, v)
+        return mean, var * c.sum() / (c.sum() - 1)
+    check_fails("ch7_merge_mean_var", wrong, "unbiased variance")
+
+
+def test_merge_returns_one_value():
+    check_fails("ch7_merge_mean_var", lambda c, mu, v: merge_mean_var(c, mu, v)[0], "must return a tuple (mean, var)")
+
+
+# ---- 2. forward statistics -----------------------------------------------------------------------------------
+def _stats(shards):
+    return sync_batch_stats(shards)
+
+
+def test_sync_stats_local_count_in_mean():
+    def wrong(shards):
+        mean, var, uvar = _stats(shards)
+        m_local = shards[0].size // shards[0].shape[1]
+        return sum(s.sum(axis=(0, 2, 3)) for s in shards) / m_local, var, uvar
+    check_fails("ch7_sync_stats", wrong, "mean is wrong", "local count")
+
+
+def test_sync_stats_variances_averaged_without_between_term():
+    def wrong(shards):
+        mean, var, uvar = _stats(shards)
+        counts = [s.size // s.shape[1] for s in shards]
+        within = sum(c * s.var(axis=(0, 2, 3)) for c, s in zip(counts, shards)) / sum(counts)
+        return mean, within, uvar
+    check_fails("ch7_sync_stats", wrong, "var is wrong", "without the between-replica term")
+
+
+def test_sync_stats_local_count_in_var():
+    def wrong(shards):
+        mean, var, uvar = _stats(shards)
+        m, m_local = sum(s.size for s in shards) // shards[0].shape[1], shards[0].size // shards[0].shape[1]
+        return mean, var * m / m_local, uvar
+    check_fails("ch7_sync_stats", wrong, "var is wrong", "divided by the local count")
+
+
+def test_sync_stats_unbiased_for_normalizing():
+    def wrong(shards):
+        mean, var, uvar = _stats(shards)
+        return mean, uvar, uvar
+    check_fails("ch7_sync_stats", wrong, "var is wrong", "biased one")
+
+
+def test_sync_stats_no_bessel():
+    check_fails("ch7_sync_stats", lambda shards: _stats(shards)[:2] + (_stats(shards)[1],),
+                "unbiased_var is wrong", "forgot Bessel's correction on the global count")
+
+
+def test_sync_stats_bessel_on_local_count():
+    def wrong(shards):
+        mean, var, uvar = _stats(shards)
+        m, m_local = sum(s.size for s in shards) // shards[0].shape[1], shards[0].size // shards[0].shape[1]
+        return mean, var, var * m / (m_local - 1)
+    check_fails("ch7_sync_stats", wrong, "unbiased_var is wrong", "Bessel's correction on the local count")
+
+
+def test_sync_stats_bessel_per_replica():
+    def wrong(shards):
+        mean, var, uvar = _stats(shards)
+        m = sum(s.size for s in shards) // shards[0].shape[1]
+        return mean, var, var * m / (m - len(shards))
+    check_fails("ch7_sync_stats", wrong, "once per replica")
+
+
+def test_sync_stats_average_of_local_unbiased_variances():
+    def wrong(shards):
+        mean, var, uvar = _stats(shards)
+        return mean, var, np.mean([s.var(axis=(0, 2, 3), ddof=1) for s in shards], axis=0)
+    check_fails("ch7_sync_stats", wrong, "averaged the replicas' unbiased variances")
+
+
+# ---- 3. backward sums ----------------------------------------------------------------------------------------
+def _global(x_shards, eps):
+    x = np.concatenate(x_shards)
+    return x.mean(0), x.var(0), x.shape[0]
+
+
+def _backward(dy_shards, x_shards, gamma, eps, combine, count):
+    mean, var, m = _global(x_shards, eps)
+    inv = 1 / np.sqrt(var + eps)
+    xh = [(x - mean) * inv for x in x_shards]
+    local = [(d.sum(0), (d * h).sum(0)) for d, h in zip(dy_shards, xh)]
+    dxs = []
+    for r, (d, h) in enumerate(zip(dy_shards, xh)):
+        s1, s2 = combine(local, r)
+        n = count(m, d)
+        dxs.append(gamma * inv * (d - s1 / n - h * s2 / n))
+    dgamma = sum(l[1] for l in local)
+    dbeta = sum(l[0] for l in local)
+    return dxs, dgamma, dbeta
+
+
+def _total(local, r):
+    return sum(l[0] for l in local), sum(l[1] for l in local)
+
+
+def test_backward_local_sums():
+    check_fails("ch7_sync_backward",
+                lambda dy, x, g, e: _backward(dy, x, g, e, lambda local, r: local[r], lambda m, d: m),
+                "dx_shards", "each replica's own sums")
+
+
+def test_backward_local_count():
+    check_fails("ch7_sync_backward",
+                lambda dy, x, g, e: _backward(dy, x, g, e, _total, lambda m, d: d.shape[0]),
+                "divided the all-reduced sums by the local count")
+
+
+def test_backward_averaged_sums():
+    def mean_of(local, r):
+        s1, s2 = _total(local, r)
+        return s1 / len(local), s2 / len(local)
+    check_fails("ch7_sync_backward", lambda dy, x, g, e: _backward(dy, x, g, e, mean_of, lambda m, d: m),
+                "averaged the sums over the replicas")
+
+
+def test_backward_unsynchronized():
+    def unsynced(dy, xs, g, e):
+        dxs = []
+        for d, x in zip(dy, xs):
+            mu, v = x.mean(0), x.var(0)
+            h = (x - mu) / np.sqrt(v + e)
+            dxs.append(g / np.sqrt(v + e) * (d - d.mean(0) - h * (d * h).mean(0)))
+        return dxs, sync_bn_backward(dy, xs, g, e)[1], sync_bn_backward(dy, xs, g, e)[2]
+    check_fails("ch7_sync_backward", unsynced, "unsynchronized batch norm")
+
+
+def test_backward_first_term_only():
+    def first(dy, xs, g, e):
+        _, var, _ = _global(xs, e)
+        ref = sync_bn_backward(dy, xs, g, e)
+        return [g / np.sqrt(var + e) * d for d in dy], ref[1], ref[2]
+    check_fails("ch7_sync_backward", first, "ignores the path through the mean and variance")
+
+
+def test_backward_dgamma_not_summed():
+    def wrong(dy, xs, g, e):
+        dxs, dgamma, dbeta = sync_bn_backward(dy, xs, g, e)
+        mean, var, _ = _global(xs, e)
+        return dxs, (dy[0] * (xs[0] - mean) / np.sqrt(var + e)).sum(0), dbeta
+    check_fails("ch7_sync_backward", wrong, "dgamma must be summed over all shards")
+
+
+def test_backward_dbeta_not_summed():
+    def wrong(dy, xs, g, e):
+        dxs, dgamma, dbeta = sync_bn_backward(dy, xs, g, e)
+        return dxs, dgamma, dy[0].sum(0)
+    check_fails("ch7_sync_backward", wrong, "dbeta must be summed over all shards")
+
+
+def test_backward_swapped_parameter_grads():
+    def wrong(dy, xs, g, e):
+        dxs, dgamma, dbeta = sync_bn_backward(dy, xs, g, e)
+        return dxs, dbeta, dgamma
+    check_fails("ch7_sync_backward", wrong, "swapped")
+
+
+def test_backward_dx_not_a_list():
+    def wrong(dy, xs, g, e):
+        dxs, dgamma, dbeta = sync_bn_backward(dy, xs, g, e)
+        return np.concatenate(dxs), dgamma, dbeta
+    check_fails("ch7_sync_backward", wrong, "dx_shards must be a list")
+
+
+# ---- 4. ghost batch norm -------------------------------------------------------------------------------------
+def _norm(x, eps, ddof=0):
+    return (x - x.mean(0)) / np.sqrt(x.var(0, ddof=ddof) + eps)
+
+
+def test_ghost_whole_batch():
+    check_fails("ch7_ghost_bn", lambda x, v, g, b, e: _norm(x, e) * g + b, "ordinary batch norm")
+
+
+def test_ghost_number_of_batches_instead_of_size():
+    def wrong(x, v, g, b, e):
+        parts = np.array_split(x, v)                 # v batches instead of batches of v
+        return np.concatenate([_norm(p, e) for p in parts]) * g + b
+    check_fails("ch7_ghost_bn", wrong, "you made virtual_batch_size virtual batches")
+
+
+def test_ghost_interleaved():
+    def wrong(x, v, g, b, e):
+        G = -(-x.shape[0] // v)
+        out = np.empty_like(x)
+        for k in range(G):
+            out[k::G] = _norm(x[k::G], e)
+        return out * g + b
+    check_fails("ch7_ghost_bn", wrong, "interleave")
+
+
+def test_ghost_unbiased():
+    def wrong(x, v, g, b, e):
+        return np.concatenate([_norm(x[i:i + v], e, ddof=1) for i in range(0, len(x), v)]) * g + b
+    check_fails("ch7_ghost_bn", wrong, "unbiased variance")
+
+
+def test_ghost_drops_the_last_batch():
+    def wrong(x, v, g, b, e):
+        k = x.shape[0] // v
+        return np.concatenate([_norm(x[i * v:(i + 1) * v], e) for i in range(k)]) * g + b
+    check_fails("ch7_ghost_bn", wrong, "dropped the last, shorter virtual batch")
+
+
+def test_ghost_torch_tensor_is_refused():
+    check_fails("ch7_ghost_bn", lambda x, v, g, b, e: torch.from_numpy(ghost_batch_norm(x, v, g, b, e)),
+                "expected a numpy.ndarray")
+
+
+def test_checker_references_match_the_library():
+    """The NumPy references inside the checks agree with bncourse.distributed (independent code paths)."""
+    from bncourse.checks.ch7_devices import ghost_reference, merge_reference, sync_stats_reference
+    from bncourse.distributed import GhostBatchNorm, merge_moments
+    rng = np.random.default_rng(0)
+    shards = [rng.normal(r, 1 + r, size=(n, 3, 2, 2)) for r, n in enumerate((3, 5, 2))]
+    counts = np.array([s.shape[0] * 4 for s in shards])
+    means = np.stack([s.mean(axis=(0, 2, 3)) for s in shards])
+    variances = np.stack([s.var(axis=(0, 2, 3)) for s in shards])
+    m, mean, m2 = merge_moments(list(counts), list(means), list(variances * counts[:, None]))
+    ref_mean, ref_var, ref_uvar = sync_stats_reference(shards)
+    assert np.allclose(mean, ref_mean, atol=1e-13) and np.allclose(m2 / m, ref_var, atol=1e-13)
+    assert np.allclose(m2 / (m - 1), ref_uvar, atol=1e-13)
+    assert np.allclose(merge_reference(counts, means, variances)[1], ref_var, atol=1e-13)
+    x = rng.normal(size=(10, 3))
+    bn = GhostBatchNorm(3, 4, dtype=torch.float64)
+    assert np.allclose(bn(torch.from_numpy(x)).detach().numpy(), ghost_reference(x, 4, np.ones(3), np.zeros(3), 1e-5),
+                       atol=1e-12)
