@@ -17,42 +17,64 @@ def spatial_forward(x, gamma, beta, eps=1e-5, axes=(0, 2, 3), ddof=0, gamma_shap
 
 
 def spatial_backward(dout, x, gamma, eps=1e-5):
+    # autograd through hand-written torch operations (check() forbids torch's own batch_norm in answers)
     xt = torch.tensor(x, requires_grad=True)
     gt = torch.tensor(gamma, requires_grad=True)
     bt = torch.zeros_like(gt, requires_grad=True)
-    nn.functional.batch_norm(xt, None, None, gt, bt, training=True, eps=eps).backward(torch.tensor(dout))
+    mu = xt.mean(dim=(0, 2, 3), keepdim=True)
+    var = ((xt - mu) ** 2).mean(dim=(0, 2, 3), keepdim=True)
+    out = gt.reshape(1, -1, 1, 1) * (xt - mu) / torch.sqrt(var + eps) + bt.reshape(1, -1, 1, 1)
+    out.backward(torch.tensor(dout))
     return xt.grad.numpy(), gt.grad.numpy(), bt.grad.numpy()
 
 
 class BatchNorm2d(nn.Module):
+    """Written out (check() forbids wrapping torch.nn.BatchNorm2d); compared with it in a test below."""
+
     def __init__(self, num_features, eps=1e-5, momentum=0.1):
         super().__init__()
-        self.inner = nn.BatchNorm2d(num_features, eps=eps, momentum=momentum)
-        self.weight, self.bias = self.inner.weight, self.inner.bias
-
-    @property
-    def running_mean(self):
-        return self.inner.running_mean
-
-    @property
-    def running_var(self):
-        return self.inner.running_var
+        self.eps, self.momentum = eps, momentum
+        self.weight = nn.Parameter(torch.ones(num_features))
+        self.bias = nn.Parameter(torch.zeros(num_features))
+        self.register_buffer("running_mean", torch.zeros(num_features))
+        self.register_buffer("running_var", torch.ones(num_features))
 
     def forward(self, x):
-        self.inner.train(self.training)
-        return self.inner(x)
+        shape = (1, -1, 1, 1)
+        if self.training:
+            mean = x.mean(dim=(0, 2, 3))
+            var = x.var(dim=(0, 2, 3), unbiased=False)
+            m = x.numel() // x.shape[1]
+            with torch.no_grad():
+                self.running_mean.lerp_(mean, self.momentum)
+                self.running_var.lerp_(var * m / (m - 1), self.momentum)
+        else:
+            mean, var = self.running_mean, self.running_var
+        x_hat = (x - mean.reshape(shape)) / torch.sqrt(var.reshape(shape) + self.eps)
+        return self.weight.reshape(shape) * x_hat + self.bias.reshape(shape)
 
 
 def fold_conv(weight, bias, gamma, beta, mean, var, eps):
-    conv = nn.Conv2d(weight.shape[1], weight.shape[0], weight.shape[2]).double()
-    bn = nn.BatchNorm2d(weight.shape[0], eps=eps).double().eval()
-    with torch.no_grad():
-        conv.weight.copy_(torch.from_numpy(weight)); conv.bias.copy_(torch.from_numpy(bias))
-        bn.weight.copy_(torch.from_numpy(gamma)); bn.bias.copy_(torch.from_numpy(beta))
-        bn.running_mean.copy_(torch.from_numpy(mean)); bn.running_var.copy_(torch.from_numpy(var))
-    from bncourse.folding import fold_bn_into_conv
-    folded = fold_bn_into_conv(conv, bn)
-    return folded.weight.detach().numpy(), folded.bias.detach().numpy()
+    scale = gamma / np.sqrt(var + eps)
+    return weight * scale[:, None, None, None], scale * (bias - mean) + beta
+
+
+def test_hand_written_references_match_torch():
+    torch.manual_seed(0)
+    ours, theirs = BatchNorm2d(3, eps=1e-3, momentum=0.2), nn.BatchNorm2d(3, eps=1e-3, momentum=0.2)
+    for _ in range(3):
+        x = torch.randn(4, 3, 5, 6) * 2 + 1
+        assert torch.allclose(ours(x), theirs(x), atol=1e-5)
+    assert torch.allclose(ours.running_var, theirs.running_var, atol=1e-6)
+    ours.eval(), theirs.eval()
+    x = torch.randn(2, 3, 5, 6)
+    assert torch.allclose(ours(x), theirs(x), atol=1e-5)
+    rng = np.random.default_rng(0)
+    x, dout, gamma = rng.normal(size=(3, 2, 4, 5)), rng.normal(size=(3, 2, 4, 5)), rng.normal(size=2)
+    xt, gt = torch.tensor(x, requires_grad=True), torch.tensor(gamma, requires_grad=True)
+    nn.functional.batch_norm(xt, None, None, gt, None, training=True, eps=0.1).backward(torch.tensor(dout))
+    dx, dgamma, _ = spatial_backward(dout, x, gamma, 0.1)
+    assert np.allclose(dx, xt.grad.numpy(), atol=1e-12) and np.allclose(dgamma, gt.grad.numpy(), atol=1e-12)
 
 
 REFERENCES = {"ch5_spatial_forward": spatial_forward, "ch5_spatial_backward": spatial_backward,
@@ -256,3 +278,167 @@ def test_fold_returns_tensors():
         w, b = _fold()(weight, bias, *rest)
         return torch.from_numpy(w), torch.from_numpy(b)
     _fails("ch5_fold_conv", torchy, "torch.Tensor")
+
+
+# ---------------------------------------------------------------- holes closed for issue 11
+def test_backward_count_n_instead_of_nhw():
+    def count_n(dout, x, gamma, eps):
+        _, dg, db = spatial_backward(dout, x, gamma, eps)
+        m = x.shape[0]                                               # the mistake: N, not N * H * W
+        mu = x.mean(axis=(0, 2, 3), keepdims=True)
+        var = x.var(axis=(0, 2, 3), keepdims=True)
+        xh = (x - mu) / np.sqrt(var + eps)
+        g = gamma.reshape(1, -1, 1, 1)
+        dx = g / (m * np.sqrt(var + eps)) * (m * dout - db.reshape(1, -1, 1, 1) - xh * dg.reshape(1, -1, 1, 1))
+        return dx, dg, db
+    _fails("ch5_spatial_backward", count_n, "dx is wrong", "count m = N", "m = N * H * W")
+
+
+def test_backward_default_eps_is_caught():
+    def default_eps(dout, x, gamma, eps=1e-5):
+        dx, _, db = spatial_backward(dout, x, gamma, 1e-5)             # eps ignored everywhere but dgamma
+        return dx, spatial_backward(dout, x, gamma, eps)[1], db
+    _fails("ch5_spatial_backward", default_eps, "dx is wrong", "ignores the eps it is given")
+
+
+class _Tracked(BatchNorm2d):
+    """The debugging exercise's planted bug: the running update recorded by autograd."""
+
+    def forward(self, x):
+        shape = (1, -1, 1, 1)
+        if not self.training:
+            return super().forward(x)
+        mean, var = x.mean(dim=(0, 2, 3)), x.var(dim=(0, 2, 3), unbiased=False)
+        m = x.numel() // x.shape[1]
+        self.running_mean = (1 - self.momentum) * self.running_mean + self.momentum * mean
+        self.running_var = (1 - self.momentum) * self.running_var + self.momentum * var * m / (m - 1)
+        x_hat = (x - mean.reshape(shape)) / torch.sqrt(var.reshape(shape) + self.eps)
+        return self.weight.reshape(shape) * x_hat + self.bias.reshape(shape)
+
+
+def test_module_running_update_under_grad_is_named_in_both_exercises():
+    for name in ("ch5_batchnorm2d", "ch5_debug_bn2d"):
+        _fails(name, _Tracked, "carries autograd history", "torch.no_grad()")
+
+
+def test_debug_bn2d_accepts_the_fixes():
+    class Detached(_Tracked):                                       # fixed with .detach() instead of no_grad
+        def forward(self, x):
+            out = super().forward(x)
+            if self.training:
+                self.running_mean = self.running_mean.detach()
+                self.running_var = self.running_var.detach()
+            return out
+    for fixed in (BatchNorm2d, Detached):
+        check("ch5_debug_bn2d", fixed, quiet=True)
+        check("ch5_debug_bn2d", fixed, seed=3, quiet=True)
+
+
+def test_module_view_on_a_non_contiguous_input_is_named():
+    class Viewer(BatchNorm2d):
+        def forward(self, x):
+            n, c = x.shape[:2]
+            flat = x.view(n, c, -1)                                  # fails on the transposed case
+            mean, var = flat.mean(dim=(0, 2)), flat.var(dim=(0, 2), unbiased=False)
+            if self.training:
+                m = flat.shape[0] * flat.shape[2]
+                with torch.no_grad():
+                    self.running_mean.lerp_(mean, self.momentum)
+                    self.running_var.lerp_(var * m / (m - 1), self.momentum)
+            else:
+                mean, var = self.running_mean, self.running_var
+            shape = (1, -1, 1, 1)
+            return self.weight.reshape(shape) * (x - mean.reshape(shape)) / torch.sqrt(var.reshape(shape) + self.eps) \
+                + self.bias.reshape(shape)
+    _fails("ch5_batchnorm2d", Viewer, "not contiguous in memory", ".reshape(")
+    cases = REGISTRY["ch5_batchnorm2d"]().cases(np.random.default_rng(0))
+    assert any(c["non_contiguous"] for c in cases)
+
+
+# ---------------------------------------------------------------- eval-mode backward
+def eval_backward(dout, x, gamma, running_mean, running_var, eps):
+    # autograd through the eval-mode forward, statistics as constants
+    xt, gt = torch.tensor(x, requires_grad=True), torch.tensor(gamma, requires_grad=True)
+    bt = torch.zeros_like(gt, requires_grad=True)
+    out = nn.functional.batch_norm(xt, torch.tensor(running_mean), torch.tensor(running_var), gt, bt,
+                                   training=False, eps=eps)
+    out.backward(torch.tensor(dout))
+    return xt.grad.numpy(), gt.grad.numpy(), bt.grad.numpy()
+
+
+def test_eval_backward_checker_reference_is_autograd():
+    from bncourse.checks.ch5_cnn import eval_backward_reference
+    for case in REGISTRY["ch5_eval_backward"]().cases(np.random.default_rng(0)):
+        args = [case[k] for k in ("dout", "x", "gamma", "running_mean", "running_var", "eps")]
+        for a, b in zip(eval_backward(*args), eval_backward_reference(*args)):
+            assert np.allclose(a, b, rtol=1e-10, atol=1e-12)
+
+
+def _eval_bwd(dout, x, gamma, rm, rv, eps):
+    shape = (1, -1, 1, 1)
+    inv = 1 / np.sqrt(rv + eps)
+    xh = (x - rm.reshape(shape)) * inv.reshape(shape)
+    return dout * (gamma * inv).reshape(shape), (dout * xh).sum(axis=(0, 2, 3)), dout.sum(axis=(0, 2, 3))
+
+
+def test_eval_backward_accepts_numpy_answers():
+    for seed in (None, 1, 2):
+        check("ch5_eval_backward", _eval_bwd, seed=seed, quiet=True)
+
+
+def test_eval_backward_mistakes():
+    def training_form(dout, x, gamma, rm, rv, eps):
+        dx, _, _ = spatial_backward(dout, x, gamma, eps)
+        _, dg, db = _eval_bwd(dout, x, gamma, rm, rv, eps)
+        return dx, dg, db
+    _fails("ch5_eval_backward", training_form, "dx is wrong", "training-mode backward")
+
+    def batch_xhat(dout, x, gamma, rm, rv, eps):
+        dx, _, db = _eval_bwd(dout, x, gamma, rm, rv, eps)
+        xh = (x - x.mean(axis=(0, 2, 3), keepdims=True)) / np.sqrt(x.var(axis=(0, 2, 3), keepdims=True) + eps)
+        return dx, (dout * xh).sum(axis=(0, 2, 3)), db
+    _fails("ch5_eval_backward", batch_xhat, "dgamma is wrong", "BATCH statistics")
+
+    def no_gamma(dout, x, gamma, rm, rv, eps):
+        dx, dg, db = _eval_bwd(dout, x, gamma, rm, rv, eps)
+        return dx / gamma.reshape(1, -1, 1, 1), dg, db
+    _fails("ch5_eval_backward", no_gamma, "dx forgets the factor gamma")
+
+    def no_eps(dout, x, gamma, rm, rv, eps):
+        return _eval_bwd(dout, x, gamma, rm, rv, 0.0)
+    _fails("ch5_eval_backward", no_eps, "eps is missing")
+
+    def dbeta_axis0(dout, x, gamma, rm, rv, eps):
+        dx, dg, _ = _eval_bwd(dout, x, gamma, rm, rv, eps)
+        return dx, dg, dout.sum(axis=0)
+    _fails("ch5_eval_backward", dbeta_axis0, "dbeta", "axis=(0, 2, 3)")
+
+
+# ---------------------------------------------------------------- prediction: the conv bias before BN
+def test_predict_bias_truth_is_what_torch_does():
+    torch.manual_seed(0)
+    conv, bn = nn.Conv2d(2, 3, 3).double(), nn.BatchNorm2d(3).double()
+    x = torch.randn(4, 2, 6, 6, dtype=torch.float64)
+    with torch.no_grad():
+        before = bn(conv(x))
+        conv.bias += 5.0
+        after = bn(conv(x))
+    from bncourse.checks.ch5_cnn import PredictBias
+    assert (after - before).abs().max().item() < 1e-12 and PredictBias.truth == 0.0
+
+
+def test_predict_bias_verdicts():
+    for ok in (0, 0.0, 0.01, -0.005, np.float32(0.0), torch.tensor(0.0)):
+        check("ch5_predict_bias", ok, quiet=True)
+    _fails("ch5_predict_bias", 5, "moves that mean by exactly 5")
+    _fails("ch5_predict_bias", 2.5, "look at x_hat first")
+    _fails("ch5_predict_bias", 50, "too high")
+    with pytest.raises(NotImplementedError):
+        check("ch5_predict_bias", None)
+
+
+def test_ch5_every_exercise_has_a_hint_ladder():
+    for name in [n for n in REGISTRY if n.startswith("ch5_")]:
+        hints = REGISTRY[name].hints
+        assert 2 <= len(hints) <= 4, name
+        assert all(isinstance(h, str) and len(h) > 20 for h in hints), name

@@ -10,9 +10,6 @@ Exercises (what the student passes to :func:`bncourse.checks.check`):
 ``ch4_convert_momentum``   ``convert_momentum(value, source, target) -> float`` between the conventions of
                            ``"d2l"``, ``"cs231n"``, ``"keras"`` (keep-old) and ``"pytorch"`` (take-new)
 
-The batch-norm paper itself has no moving average and no momentum (its Algorithm 2 averages batch
-statistics after training), so no convention is named after it. The keep-old 0.9 comes from d2l (the study
-notes' code) and CS231n.
 ``ch4_bias_corrected_ema`` ``bias_corrected_ema(values, alpha) -> (T, D)``: EMA started at 0 and divided
                            by ``1 - alpha**t``
 ``ch4_population_stats``   ``population_stats(batches) -> (mean, var)``: exact mean and unbiased variance
@@ -31,6 +28,10 @@ notes' code) and CS231n.
                            bug (``model.eval()`` forgotten) the student fixes
 
 All inputs and outputs are float64 NumPy arrays (a momentum conversion returns a float, in any precision).
+
+The batch-norm paper gives no moving-average update and no momentum: its Algorithm 2 averages batch statistics
+after training, and moving averages appear once, as a way to track accuracy while training. So no convention
+is named after it; the keep-old 0.9 comes from d2l (the study notes' code) and CS231n.
 """
 from __future__ import annotations
 

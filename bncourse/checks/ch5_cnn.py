@@ -9,10 +9,18 @@ Exercises (what the student passes to :func:`bncourse.checks.check`):
                           ``torch.nn.Module`` that behaves like ``torch.nn.BatchNorm2d`` on float32 input
 ``ch5_fold_conv``         ``fold_bn_into_conv(weight, bias, gamma, beta, running_mean, running_var, eps)
                           -> (folded_weight, folded_bias)``, weight: (C_out, C_in, kH, kW)
+``ch5_eval_backward``     ``eval_batchnorm_backward(dout, x, gamma, running_mean, running_var, eps)
+                          -> (dx, dgamma, dbeta)``: the backward pass of BN in eval mode (frozen statistics,
+                          as when fine-tuning with BN frozen), a derivation the chapter does not show
+``ch5_predict_bias``      a number committed before the experiment: how much the output of a training-mode
+                          BN changes when the convolution before it adds 5 to its bias
+``ch5_debug_bn2d``        a ``BatchNorm2d`` whose planted bug (the running update recorded by autograd) the
+                          student fixes; graded by the same verifier as ``ch5_batchnorm2d``
 
 The mistakes of the 1-D chapter (biased variance, eps, ...) are recognised for images too, via
 :mod:`bncourse.checks.ch3_batchnorm`; this module adds the ones specific to images: per-(C, H, W)
-statistics, gamma broadcast along the wrong axis, a Bessel factor with N instead of N*H*W.
+statistics, gamma broadcast along the wrong axis, a Bessel factor or a count with N instead of N*H*W,
+running buffers that carry autograd history, ``.view`` on an input that is not contiguous.
 """
 from __future__ import annotations
 
@@ -23,9 +31,10 @@ import numpy as np
 from .ch3_batchnorm import _NUMPY_REFERENCES, _as_numpy, record_module_steps, _backward_generic, _unpack, backward_mistakes, \
     forward_mistakes, normalize
 from .core import CheckFailure, Exercise, describe_value, expect, expect_array, register
+from .predict_ch456 import PredictNumber
 
-__all__ = ["SpatialForward", "SpatialBackward", "BatchNorm2dModule", "FoldConv", "spatial_mistakes",
-           "fold_reference", "fold_mistakes"]
+__all__ = ["SpatialForward", "SpatialBackward", "BatchNorm2dModule", "FoldConv", "EvalBackward", "PredictBias",
+           "DebugBatchNorm2d", "spatial_mistakes", "fold_reference", "fold_mistakes"]
 
 _GAMMA_AXIS = ("gamma and beta have shape (C,) and must broadcast along the channel axis 1: reshape them to "
                "(1, C, 1, 1); as (C,) they broadcast along the last axis W")
@@ -73,6 +82,14 @@ class SpatialForward(Exercise):
     name = "ch5_spatial_forward"
     title = "spatial batch norm forward pass, x of shape (N, C, H, W)"
     references = _NUMPY_REFERENCES
+    hints = (
+        "a convolution applies the same filter at every position, so BN treats every position of a channel as "
+        "one more sample of that channel's feature",
+        "one mean and one variance per channel, over axes (0, 2, 3), kept as shape (1, C, 1, 1) so they broadcast; "
+        "gamma and beta (C,) must be reshaped to (1, C, 1, 1) as well",
+        "x_hat = (x - mu) / sqrt(var + eps) with the biased variance over m = N * H * W values; out = gamma * "
+        "x_hat + beta",
+    )
 
     def cases(self, rng):
         out = []
@@ -97,11 +114,29 @@ class SpatialForward(Exercise):
         expect_array("out", result["out"], want, rtol=1e-6, atol=1e-8, mistakes=spatial_mistakes(x, gamma, beta, eps))
 
 
+def _dx_with_count(dout, x, gamma, eps, m):
+    """The closed-form dx with sums over (N, H, W) but the count m given (the right one is N * H * W)."""
+    mu = x.mean(axis=(0, 2, 3), keepdims=True)
+    var = x.var(axis=(0, 2, 3), keepdims=True)
+    xh = (x - mu) / np.sqrt(var + eps)
+    dbeta = dout.sum(axis=(0, 2, 3), keepdims=True)
+    dgamma = (dout * xh).sum(axis=(0, 2, 3), keepdims=True)
+    g = gamma.reshape(1, -1, 1, 1)
+    return g / (m * np.sqrt(var + eps)) * (m * dout - dbeta - xh * dgamma)
+
+
 @register
 class SpatialBackward(Exercise):
     name = "ch5_spatial_backward"
     title = "spatial batch norm backward pass, closed form, x of shape (N, C, H, W)"
     references = _NUMPY_REFERENCES
+    hints = (
+        "the 1-D closed form carries over once you see that each channel is a feature with m = N * H * W samples",
+        "every sum over the batch becomes a sum over axes (0, 2, 3); dgamma and dbeta are (C,), dx is (N, C, H, W); "
+        "recompute mu, var and x_hat from x with the eps you are given",
+        "dx = gamma / (m * sqrt(var + eps)) * (m * dout - dbeta - x_hat * dgamma), broadcast per channel, with "
+        "m = N * H * W (not N)",
+    )
 
     def cases(self, rng):
         out = []
@@ -135,6 +170,13 @@ class SpatialBackward(Exercise):
             lambda: _backward_generic(dout, x, gamma, eps, axes=(0,))
         if x.shape[3] == x.shape[1]:
             mistakes["dx"][_GAMMA_AXIS] = lambda: _backward_generic(dout, x, np.ones_like(gamma), eps) * gamma
+        n, c, h, w = x.shape
+        mistakes["dx"]["your dx uses the count m = N; each channel's statistics are taken over m = N * H * W "
+                       "values, so the closed form needs m = N * H * W"] = \
+            lambda: _dx_with_count(dout, x, gamma, eps, n)
+        mistakes["dx"]["your dx ignores the eps it is given and uses 1e-5 (a default argument or a constant): the "
+                       "backward pass must use the forward pass's eps"] = \
+            lambda: _backward_generic(dout, x, gamma, 1e-5)
         expect_array("dbeta", result["dbeta"], dbeta, rtol=1e-6, atol=1e-9, mistakes=mistakes["dbeta"])
         expect_array("dgamma", result["dgamma"], dgamma, rtol=1e-6, atol=1e-9, mistakes=mistakes["dgamma"])
         expect_array("dx", result["dx"], dx, rtol=1e-6, atol=1e-9, mistakes=mistakes["dx"])
@@ -146,19 +188,44 @@ class SpatialBackward(Exercise):
 _MODULE_CASES = ((3, 4, 5, 5, 1e-5, 0.1), (2, 6, 3, 4, 0.1, 0.3), (4, 2, 2, 3, 1e-3, 0.1))
 
 
+_TRACKED_BUFFERS = (
+    "running_mean or running_var carries autograd history after a training step (it requires grad or has a "
+    "grad_fn): the running update was recorded by autograd. Do it under torch.no_grad() (or from .detach()ed "
+    "statistics); otherwise each step's graph stays alive through the buffers, memory grows with every step, and "
+    "a backward pass in eval mode runs into old graphs ('Trying to backward through the graph a second time')")
+
+
+def _maybe_transposed(x: np.ndarray, non_contiguous: bool):
+    """x as a float tensor; non_contiguous: the same values, laid out with H and W swapped in memory."""
+    import torch
+
+    if not non_contiguous:
+        return torch.from_numpy(x)
+    return torch.from_numpy(np.ascontiguousarray(x.transpose(0, 1, 3, 2))).transpose(2, 3)
+
+
 @register
 class BatchNorm2dModule(Exercise):
     name = "ch5_batchnorm2d"
     title = "a BatchNorm2d module, drop-in for torch.nn.BatchNorm2d"
     references = _NUMPY_REFERENCES
+    hints = (
+        "a module owns parameters (weight, bias: trained by backprop) and buffers (running_mean, running_var: "
+        "trained by the running update); self.training says which statistics to normalize with",
+        "in training mode take mean and biased variance over dims (0, 2, 3) with torch operations, shape (C,), "
+        "and reshape to (1, C, 1, 1) to broadcast; use reshape, not view (the input may not be contiguous)",
+        "update running = (1 - momentum) * running + momentum * stat inside torch.no_grad(), storing the variance "
+        "times m / (m - 1), m = N * H * W; in eval mode normalize with the buffers and update nothing",
+    )
 
     def cases(self, rng):
         out = []
-        for c, n, h, w, eps, momentum in _MODULE_CASES:
+        for i, (c, n, h, w, eps, momentum) in enumerate(_MODULE_CASES):
             x1, gamma, beta = _image_case(rng, n, c, h, w)
             x2, _, _ = _image_case(rng, n + 1, c, h, w)
             x3, _, _ = _image_case(rng, 2, c, h, w)
             out.append({"num_features": c, "eps": eps, "momentum": momentum,
+                        "non_contiguous": i == len(_MODULE_CASES) - 1,    # the last case: x1 is a transposed view
                         "x1": x1.astype(np.float32), "x2": x2.astype(np.float32), "x3": x3.astype(np.float32),
                         "gamma": gamma.astype(np.float32), "beta": beta.astype(np.float32),
                         "dout": rng.normal(size=x1.shape).astype(np.float32)})
@@ -184,15 +251,24 @@ class BatchNorm2dModule(Exercise):
                 m.weight.copy_(torch.from_numpy(case["gamma"]))
                 m.bias.copy_(torch.from_numpy(case["beta"]))
         m.train()
-        x1 = torch.from_numpy(case["x1"]).requires_grad_(True)
+        x1 = _maybe_transposed(case["x1"], case.get("non_contiguous", False)).requires_grad_(True)
         try:
             y1 = m(x1)
         except RuntimeError as e:
+            if "view size is not compatible" in str(e) or ("view" in str(e) and "contiguous" in str(e)):
+                raise CheckFailure(
+                    "your forward calls .view on an input that is not contiguous in memory (this case passes a "
+                    "transposed tensor, as a permute or channels_last gives you): .view only re-labels memory "
+                    f"that is laid out in order; use .reshape(...) (or .contiguous().view(...)) (PyTorch said: {e})"
+                ) from None
             if "size" in str(e) or "broadcast" in str(e):
                 raise CheckFailure(f"{_GAMMA_AXIS} (PyTorch said: {e})") from None
             raise
         if not isinstance(y1, torch.Tensor):
             raise CheckFailure(f"forward must return a torch.Tensor; it returned {describe_value(y1)}")
+        res["buffers_track_grad"] = any(
+            isinstance(b, torch.Tensor) and (b.requires_grad or b.grad_fn is not None)
+            for b in (getattr(m, "running_mean", None), getattr(m, "running_var", None)))
         return record_module_steps(m, x1, y1, case, res, affine=True)
 
     def verify(self, case, result):
@@ -211,6 +287,7 @@ class BatchNorm2dModule(Exercise):
         out1, cache = batchnorm_forward(x1, gamma, beta, eps)
         expect_array("the output in training mode", result["out1"], out1, **tol,
                      mistakes=spatial_mistakes(x1, gamma, beta, eps))
+        expect(not result.get("buffers_track_grad", False), _TRACKED_BUFFERS)
         if result.get("dx1") is None:
             raise CheckFailure("x.grad is None after out.backward(): compute the output with torch operations on "
                                "the input so autograd can differentiate it (no .numpy(), no .detach())")
@@ -301,6 +378,13 @@ class FoldConv(Exercise):
     title = "fold an inference-mode BN layer into the convolution before it"
     references = ("bncourse.folding:fold_bn_into_conv", "bncourse.folding:bn_affine",
                   "bncourse.folding:affine_from_stats", "bncourse.folding:fold_sequential")
+    hints = (
+        "in eval mode BN is a per-channel affine map a * y + b applied to the convolution's output channels; a "
+        "convolution followed by a per-output-channel affine map is again a convolution",
+        "a = gamma / sqrt(running_var + eps) has shape (C_out,); output channel k of the convolution is made by "
+        "the kernel slice weight[k], shape (C_in, kH, kW), plus bias[k]",
+        "folded_weight = weight times a reshaped to (C_out, 1, 1, 1); folded_bias = a * (bias - running_mean) + beta",
+    )
 
     def cases(self, rng):
         out = []
@@ -332,3 +416,136 @@ class FoldConv(Exercise):
         mistakes = fold_mistakes(*args)
         expect_array("folded_weight", result["weight"], w, rtol=1e-6, atol=1e-9, mistakes=mistakes["weight"])
         expect_array("folded_bias", result["bias"], b, rtol=1e-6, atol=1e-9, mistakes=mistakes["bias"])
+
+
+# --------------------------------------------------------------------------------------------
+# Backward pass in eval mode (a derivation the chapter does not show)
+# --------------------------------------------------------------------------------------------
+def eval_backward_reference(dout, x, gamma, running_mean, running_var, eps):
+    """Frozen statistics: out = gamma * (x - rm) / sqrt(rv + eps) + beta is affine in x, per channel."""
+    shape = (1, -1, 1, 1)
+    inv_std = 1.0 / np.sqrt(running_var + eps)                         # (C,)
+    x_hat = (x - running_mean.reshape(shape)) * inv_std.reshape(shape)  # (N, C, H, W)
+    dx = dout * (gamma * inv_std).reshape(shape)
+    return dx, (dout * x_hat).sum(axis=(0, 2, 3)), dout.sum(axis=(0, 2, 3))
+
+
+@register
+class EvalBackward(Exercise):
+    name = "ch5_eval_backward"
+    title = "batch norm backward pass in eval mode (frozen running statistics), x of shape (N, C, H, W)"
+    references = _NUMPY_REFERENCES
+    hints = (
+        "in eval mode the mean and variance are constants (the running statistics), not functions of the batch: "
+        "per channel, BN is the affine map a * x + b, and no gradient flows through any statistic",
+        "dx has the shape of x, (N, C, H, W); dgamma and dbeta are (C,), sums over (0, 2, 3); reshape per-channel "
+        "values to (1, C, 1, 1)",
+        "dx = dout * gamma / sqrt(running_var + eps); dgamma = sum of dout * (x - running_mean) / sqrt(running_var "
+        "+ eps); dbeta = sum of dout",
+    )
+
+    def cases(self, rng):
+        out = []
+        for n, c, h, w, eps in _SHAPES:
+            x, gamma, _ = _image_case(rng, n, c, h, w)
+            out.append({"dout": rng.normal(size=x.shape), "x": x, "gamma": gamma,
+                        "running_mean": x.mean(axis=(0, 2, 3)) + rng.normal(0.0, 1.0, size=c),   # not the batch's
+                        "running_var": x.var(axis=(0, 2, 3)) * rng.uniform(0.3, 3.0, size=c), "eps": eps})
+        return out
+
+    def run(self, fn, case):
+        try:
+            ret = fn(case["dout"], case["x"], case["gamma"], case["running_mean"], case["running_var"], case["eps"])
+        except ValueError as e:
+            _broadcast_hint(e)
+            raise
+        dx, dgamma, dbeta = _unpack(ret, "eval_batchnorm_backward", ("dx", "dgamma", "dbeta"))
+        return {"dx": dx, "dgamma": dgamma, "dbeta": dbeta}
+
+    def verify(self, case, result):
+        dout, x, gamma, rm, rv, eps = (case[k] for k in ("dout", "x", "gamma", "running_mean", "running_var", "eps"))
+        dx, dgamma, dbeta = eval_backward_reference(dout, x, gamma, rm, rv, eps)
+        shape = (1, -1, 1, 1)
+        train_dx = lambda: _backward_generic(dout, x, gamma, eps)                       # noqa: E731
+        batch_xh = lambda: normalize(x, eps)                                            # noqa: E731
+        expect_array("dbeta", result["dbeta"], dbeta, rtol=1e-6, atol=1e-9, mistakes={
+            "dbeta is summed over the batch only (axis=0): beta is shared by every position too, so sum over "
+            "(N, H, W), axis=(0, 2, 3)": lambda: dout.sum(axis=0),
+            "dgamma and dbeta are swapped: dgamma = sum(dout * x_hat), dbeta = sum(dout)": lambda: dgamma,
+        })
+        expect_array("dgamma", result["dgamma"], dgamma, rtol=1e-6, atol=1e-9, mistakes={
+            "dgamma uses x_hat normalized with the BATCH statistics; in eval mode the forward pass normalized with "
+            "running_mean and running_var, so x_hat = (x - running_mean) / sqrt(running_var + eps)":
+                lambda: (dout * batch_xh()).sum(axis=(0, 2, 3)),
+            "dgamma is summed over the batch only (axis=0): sum over (N, H, W), axis=(0, 2, 3)":
+                lambda: (dout * (x - rm.reshape(shape)) / np.sqrt(rv + eps).reshape(shape)).sum(axis=0),
+            "dgamma uses x instead of x_hat: dgamma = sum(dout * x_hat)": lambda: (dout * x).sum(axis=(0, 2, 3)),
+            "eps is missing from x_hat: x_hat = (x - running_mean) / sqrt(running_var + eps)":
+                lambda: (dout * (x - rm.reshape(shape)) / np.sqrt(rv).reshape(shape)).sum(axis=(0, 2, 3)),
+            "dgamma and dbeta are swapped: dgamma = sum(dout * x_hat), dbeta = sum(dout)": lambda: dbeta,
+        })
+        expect_array("dx", result["dx"], dx, rtol=1e-6, atol=1e-9, mistakes={
+            "this is the training-mode backward (gradients through the batch mean and variance); in eval mode the "
+            "statistics are constants, so dx = dout * gamma / sqrt(running_var + eps)": train_dx,
+            "this is the training-mode backward evaluated with the running statistics; in eval mode no gradient "
+            "flows through any statistic: dx = dout * gamma / sqrt(running_var + eps)":
+                lambda: _train_form_with(dout, x, gamma, rm, rv, eps),
+            "dx forgets the factor gamma: dx = dout * gamma / sqrt(running_var + eps)":
+                lambda: dout / np.sqrt(rv + eps).reshape(shape),
+            "dx divides by the variance instead of the standard deviation: dx = dout * gamma / sqrt(running_var + "
+            "eps)": lambda: dout * (gamma / (rv + eps)).reshape(shape),
+            "eps is missing: dx = dout * gamma / sqrt(running_var + eps)":
+                lambda: dout * (gamma / np.sqrt(rv)).reshape(shape),
+            _GAMMA_AXIS: lambda: dout * gamma / np.sqrt(rv + eps) if x.shape[3] == x.shape[1] else None,
+        })
+
+
+def _train_form_with(dout, x, gamma, rm, rv, eps):
+    shape = (1, -1, 1, 1)
+    m = x.shape[0] * x.shape[2] * x.shape[3]
+    inv = 1.0 / np.sqrt(rv + eps).reshape(shape)
+    xh = (x - rm.reshape(shape)) * inv
+    db = dout.sum(axis=(0, 2, 3)).reshape(shape)
+    dg = (dout * xh).sum(axis=(0, 2, 3)).reshape(shape)
+    return gamma.reshape(shape) * inv / m * (m * dout - db - xh * dg)
+
+
+# --------------------------------------------------------------------------------------------
+# Predict, then run: the conv bias before a training-mode BN
+# --------------------------------------------------------------------------------------------
+@register
+class PredictBias(PredictNumber):
+    name = "ch5_predict_bias"
+    title = "predict: how much a training-mode BN output changes when the conv before it adds 5 to its bias"
+    quantity = "the predicted largest change"
+    truth = 0.0
+    tolerance = 0.01
+    near_misses = {
+        "BN subtracts each channel's batch mean, and adding 5 to every value of a channel moves that mean by "
+        "exactly 5 too; the variance does not move at all": (4.0, 6.0),
+        "gamma multiplies x_hat, but look at x_hat first: (x + 5) - mean(x + 5) = x - mean(x)": (0.5, 15.0),
+    }
+    hints = (
+        "follow the constant through the layer: what does subtracting the batch mean do to a constant added to "
+        "every value of a channel?",
+        "the bias adds the same number at every (n, h, w) of its channel, which is exactly the set of values "
+        "BN takes the channel's mean over",
+        "mean(x + b) = mean(x) + b and var(x + b) = var(x), per channel",
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Debugging: a BatchNorm2d whose running update is recorded by autograd
+# --------------------------------------------------------------------------------------------
+@register
+class DebugBatchNorm2d(BatchNorm2dModule):
+    name = "ch5_debug_bn2d"
+    title = "debugging: a BatchNorm2d with one planted bug, fixed to behave like torch.nn.BatchNorm2d"
+    hints = (
+        "run the buggy layer for a training step and look at its running_mean: print its requires_grad and "
+        "grad_fn. A buffer is state, not part of the computation autograd should record",
+        "the running update mixes in mean and var, which were computed from x with autograd on; so the buffers "
+        "become the end of a graph that reaches back through every training step",
+        "wrap the running update in torch.no_grad() (or mix in mean.detach() and var.detach()); leave the "
+        "normalization itself recorded, so that gradients still flow to x, weight and bias",
+    )
