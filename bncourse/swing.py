@@ -161,7 +161,7 @@ def sequential_population_statistics(model: nn.Sequential, x: torch.Tensor, *, b
 
 
 def evaluate_statistics(model: nn.Module, test_loader, stats_x: torch.Tensor, *, extra: dict | None = None,
-                        stats_batch_size: int = 256) -> dict[str, float]:
+                        stats_batch_size: int = 256, statistics_out: dict | None = None) -> dict[str, float]:
     """Test accuracy of ``model``'s current weights with each kind of BN statistics.
 
     Args:
@@ -171,6 +171,8 @@ def evaluate_statistics(model: nn.Module, test_loader, stats_x: torch.Tensor, *,
         extra: ``{momentum: [(mean, var), ...]}`` (e.g. from :meth:`ExtraEMAs.statistics`), evaluated
             too (keys ``"ema <m>"``).
         stats_batch_size: batch size of the cumulative pass (the training batch size).
+        statistics_out: if given, filled with ``{"cumulative": [(mean, var), ...], "exact": [...]}``,
+            the statistics measured here (one pair per BN layer).
 
     Returns:
         ``{"running": acc, "ema <m>": acc, ..., "cumulative": acc, "exact": acc}``.
@@ -180,7 +182,10 @@ def evaluate_statistics(model: nn.Module, test_loader, stats_x: torch.Tensor, *,
         out[f"ema {m:g}"] = evaluate(with_statistics(model, stats), test_loader)[1]
     cumulative = population_statistics(model, torch.split(stats_x, stats_batch_size), method="cumulative")
     out["cumulative"] = evaluate(cumulative, test_loader)[1]
-    out["exact"] = evaluate(sequential_population_statistics(model, stats_x), test_loader)[1]
+    exact = sequential_population_statistics(model, stats_x)
+    out["exact"] = evaluate(exact, test_loader)[1]
+    if statistics_out is not None:
+        statistics_out.update(cumulative=statistics_of(cumulative), exact=statistics_of(exact))
     return out
 
 
@@ -194,6 +199,8 @@ class SwingRecord:
     eval_seconds: float = 0.0                                        # time of the extra evaluations
     last_epoch_start: dict | None = None                             # state to branch the last epoch from
     states_before_end: dict[int, dict] = field(default_factory=dict)  # steps before the end -> state_dict
+    final_test_acc: dict[str, float] = field(default_factory=dict)   # kind -> after training, statistics on all images
+    final_statistics: dict[str, list] = field(default_factory=dict)  # "cumulative"/"exact" -> [(mean, var), ...]
 
 
 def _state(model, train_loader):
@@ -203,7 +210,7 @@ def _state(model, train_loader):
 
 def train_recording(model: nn.Module, train_loader, test_loader, stats_x: torch.Tensor, *, epochs: int,
                     lr: float, momenta=(0.01,), extra_per_epoch: bool = False, keep_states_before_end=(),
-                    desc: str = "training", progress: bool = True) -> SwingRecord:
+                    desc: str = "training", progress=True) -> SwingRecord:
     """Train with SGD (one progress bar) and record every kind of BN statistics after each epoch.
 
     After every epoch the test accuracy is measured with the running statistics and with cumulative
@@ -245,7 +252,7 @@ def train_recording(model: nn.Module, train_loader, test_loader, stats_x: torch.
 
 
 def branch_last_epoch(model: nn.Module, saved: dict, train_loader, *, lr_schedule, desc: str = "last epoch",
-                      progress: bool = True) -> tuple[nn.Module, History]:
+                      progress=True) -> tuple[nn.Module, History]:
     """Re-run the last epoch from ``saved`` (see :class:`SwingRecord`) with learning rate ``lr_schedule(step)``.
 
     ``model`` is a network of the same architecture; it is loaded with the saved weights and

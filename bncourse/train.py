@@ -78,7 +78,8 @@ def evaluate(model: nn.Module, loader, device=None) -> tuple[float, float]:
 
 def train(model: nn.Module, train_loader, *, epochs: int = 1, lr: float = 0.1, test_loader=None,
           optimizer: torch.optim.Optimizer | None = None, device=None, eval_every: int | None = None,
-          max_steps: int | None = None, progress: bool = True, desc: str = "training",
+          max_steps: int | None = None, progress: bool | Callable[[int, int | None, float], None] = True,
+          desc: str = "training",
           on_step: Callable[[int, nn.Module], None] | None = None,
           on_epoch: Callable[[int, nn.Module, History], None] | None = None) -> History:
     """Train ``model`` with cross-entropy and SGD (or ``optimizer``), recording a :class:`History`.
@@ -91,7 +92,8 @@ def train(model: nn.Module, train_loader, *, epochs: int = 1, lr: float = 0.1, t
         eval_every: also evaluate test accuracy every this many steps (for accuracy-vs-step plots).
         max_steps: stop after this many optimisation steps.
         progress: show one tqdm progress bar over all steps of all epochs, with the latest loss
-            as its postfix.
+            as its postfix; or a function called as ``progress(step, total_steps, loss)`` after
+            every step instead of the bar (how :mod:`bncourse.parallel` reports from its workers).
         on_step: called as ``on_step(step, model)`` after every step (e.g. to record activations).
         on_epoch: called as ``on_epoch(epoch, model, history)`` after every epoch (``epoch`` counts
             from 1), after the test evaluation; its time is not part of ``history.train_seconds``.
@@ -108,7 +110,8 @@ def train(model: nn.Module, train_loader, *, epochs: int = 1, lr: float = 0.1, t
     # At most one refresh every 2 s: in a notebook every refresh is a widget message, and a long cell's messages
     # pile up until the cell ends (nbval reads them only then); beyond about a thousand queued messages ZMQ drops
     # the rest, the end-of-cell message included, and nbval reports "Timeout ... waiting for output".
-    bar = tqdm(total=total, desc=desc, disable=not progress, leave=False, mininterval=2.0)
+    report = progress if callable(progress) else None
+    bar = tqdm(total=total, desc=desc, disable=not progress or report is not None, leave=False, mininterval=2.0)
     step = 0
     start = time.perf_counter()
     for _epoch in range(epochs):
@@ -139,6 +142,8 @@ def train(model: nn.Module, train_loader, *, epochs: int = 1, lr: float = 0.1, t
                 hist.eval_test_acc.append(evaluate(model, test_loader, device)[1])
             bar.set_postfix(loss=f"{value:.3f}", refresh=False)
             bar.update(1)
+            if report is not None:
+                report(step, total, value)
             if not torch.isfinite(loss) or (max_steps is not None and step >= max_steps):
                 break
         hist.epoch_train_loss.append(loss_sum / max(count, 1))
