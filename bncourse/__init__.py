@@ -20,6 +20,8 @@ Modules, one job each:
 ``data``               bundled, synthetic and Fashion-MNIST data (no network needed)
 ``models``             MLP and LeNet with or without batch norm
 ``train``              a small training loop with a progress bar
+``parallel``           independent runs side by side in worker processes, one thread each
+``lenet_runs``         chapter 5's training runs as functions of their settings (for ``parallel``)
 ``plots``              plotting helpers
 ``repro``              seeding and device selection
 ``checks``             self-checks for the exercises
