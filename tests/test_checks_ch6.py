@@ -79,3 +79,178 @@ def test_unbiased_variance():
 
 def test_gamma_broadcast_wrong_axis():
     _fails(lambda x, G, g, b, eps: group_norm(x, G, g, b, eps, affine_shape=(-1,)), "(1, C, 1, 1)")
+
+
+# ---------------------------------------------------------------- issue 11: more exercises
+def test_ch6_every_exercise_has_a_hint_ladder():
+    names = [n for n in REGISTRY if n.startswith("ch6_")]
+    assert len(names) >= 5
+    for name in names:
+        hints = REGISTRY[name].hints
+        assert 2 <= len(hints) <= 4, name
+        assert all(isinstance(h, str) and len(h) > 20 for h in hints), name
+
+
+def test_group_norm_torch_answer_is_a_forbidden_call():
+    from bncourse.checks import core
+    if not hasattr(core, "ForbiddenCall"):
+        pytest.skip("this checkout's check() does not poison references")
+    with pytest.raises(core.ForbiddenCall):
+        check("ch6_group_norm", group_norm_torch, quiet=True)
+
+
+# ---------------------------------------------------------------- layer norm backward
+def layer_norm_backward(dout, x, gamma, eps=1e-5):
+    # autograd through hand-written torch operations
+    xt, gt = torch.tensor(x, requires_grad=True), torch.tensor(gamma, requires_grad=True)
+    bt = torch.zeros_like(gt, requires_grad=True)
+    mu = xt.mean(dim=1, keepdim=True)
+    var = ((xt - mu) ** 2).mean(dim=1, keepdim=True)
+    (gt * (xt - mu) / torch.sqrt(var + eps) + bt).backward(torch.tensor(dout))
+    return xt.grad.numpy(), gt.grad.numpy(), bt.grad.numpy()
+
+
+def _ln_numpy(dout, x, gamma, eps, gamma_outside=False, stats=True, ddof=0, axis=1):
+    k = x.shape[axis]
+    mu = x.mean(axis=axis, keepdims=True)
+    std = np.sqrt(x.var(axis=axis, ddof=ddof, keepdims=True) + eps)
+    xh = (x - mu) / std
+    g = dout if gamma_outside else dout * gamma
+    dx = (k * g - g.sum(axis=axis, keepdims=True) - xh * (g * xh).sum(axis=axis, keepdims=True)) / (k * std) \
+        if stats else g / std
+    return (dx * gamma if gamma_outside else dx), (dout * xh).sum(axis=0), dout.sum(axis=0)
+
+
+def test_layer_norm_backward_reference_is_autograd_and_passes():
+    from bncourse.checks.ch6_beyond import layer_norm_backward_reference
+    for case in REGISTRY["ch6_layer_norm_backward"]().cases(np.random.default_rng(0)):
+        args = [case[k] for k in ("dout", "x", "gamma", "eps")]
+        for a, b in zip(layer_norm_backward(*args), layer_norm_backward_reference(*args)):
+            assert np.allclose(a, b, rtol=1e-10, atol=1e-12)
+    for seed in (None, 1, 2):
+        check("ch6_layer_norm_backward", layer_norm_backward, seed=seed, quiet=True)
+        check("ch6_layer_norm_backward", lambda d, x, g, e: _ln_numpy(d, x, g, e), seed=seed, quiet=True)
+
+
+def test_layer_norm_backward_mistakes():
+    _fails = check_fails
+    _fails("ch6_layer_norm_backward", lambda d, x, g, e: _ln_numpy(d, x, g, e, gamma_outside=True),
+           "dx is wrong", "pulled gamma out of the sums")
+    _fails("ch6_layer_norm_backward", lambda d, x, g, e: _ln_numpy(d, x, g, e, stats=False), "stop-gradient")
+    _fails("ch6_layer_norm_backward", lambda d, x, g, e: _ln_numpy(d, x, g, e, ddof=1), "dgamma is wrong",
+           "unbiased variance")
+
+    def bn_dx(d, x, g, e):
+        dx = _ln_numpy(d, x, g, e, axis=0)[0]
+        return (dx,) + _ln_numpy(d, x, g, e)[1:]
+    _fails("ch6_layer_norm_backward", bn_dx, "batch norm's dx")
+
+    def unbiased_dx(d, x, g, e):
+        return (_ln_numpy(d, x, g, e, ddof=1)[0],) + _ln_numpy(d, x, g, e)[1:]
+    _fails("ch6_layer_norm_backward", unbiased_dx, "unbiased variance (D - 1)")
+
+    def default_eps(d, x, g, e=1e-5):
+        return (_ln_numpy(d, x, g, 1e-5)[0],) + _ln_numpy(d, x, g, e)[1:]
+    _fails("ch6_layer_norm_backward", default_eps, "ignores the eps it is given")
+
+    def dgamma_rows(d, x, g, e):
+        dx, _, db = _ln_numpy(d, x, g, e)
+        mu, sd = x.mean(1, keepdims=True), np.sqrt(x.var(1, keepdims=True) + e)
+        return dx, (d * (x - mu) / sd).sum(axis=1), db
+    _fails("ch6_layer_norm_backward", dgamma_rows, "dgamma", "over the batch, axis=0")
+
+    def swapped(d, x, g, e):
+        dx, dg, db = _ln_numpy(d, x, g, e)
+        return dx, db, dg
+    _fails("ch6_layer_norm_backward", swapped, "swapped")
+
+
+# ---------------------------------------------------------------- predictions
+def test_predict_two_samples_truth_is_what_torch_does():
+    torch.manual_seed(0)
+    bn = torch.nn.BatchNorm1d(5)
+    out = bn(torch.randn(2, 5) * 3 + 1)
+    assert torch.allclose(out.abs(), torch.ones(2, 5), atol=1e-3)
+    from bncourse.checks.ch6_beyond import PredictTwoSamples
+    assert PredictTwoSamples.truth == 1.0
+
+
+def test_predict_two_samples_verdicts():
+    for ok in (1, 0.995, 1.01, np.float32(1.0), torch.tensor([1.0])):
+        check("ch6_predict_two_samples", ok, quiet=True)
+    check_fails("ch6_predict_two_samples", 0, "with ONE sample x_hat is 0")
+    check_fails("ch6_predict_two_samples", 0.7071, "BIASED variance")
+    check_fails("ch6_predict_two_samples", 1.414, "dividing by the wrong count")
+    check_fails("ch6_predict_two_samples", 3.0, "too high")
+    check_fails("ch6_predict_two_samples", [1.0], "must be a number")
+    with pytest.raises(NotImplementedError):
+        check("ch6_predict_two_samples", None)
+
+
+def test_predict_batch_dependence_truth_is_what_torch_does():
+    from bncourse.checks.ch6_beyond import PredictBatchDependence
+    torch.manual_seed(0)
+    layers = {"A": torch.nn.BatchNorm2d(8), "B": torch.nn.GroupNorm(4, 8), "C": torch.nn.LayerNorm([8, 6, 6]),
+              "D": torch.nn.InstanceNorm2d(8), "E": torch.nn.BatchNorm2d(8).eval()}
+    sample, other1, other2 = torch.randn(1, 8, 6, 6), torch.randn(1, 8, 6, 6), torch.randn(1, 8, 6, 6) + 3
+    independent = ""
+    with torch.no_grad():
+        for letter, layer in layers.items():
+            if torch.allclose(layer(torch.cat([sample, other1]))[0], layer(torch.cat([sample, other2]))[0], atol=1e-6):
+                independent += letter
+    assert independent == PredictBatchDependence.answer == "BCDE"
+
+
+def test_predict_batch_dependence_verdicts():
+    for ok in ("BCDE", "edcb", ["B", "C", "D", "E"]):
+        check("ch6_predict_batch_dependence", ok, quiet=True)
+    check_fails("ch6_predict_batch_dependence", "ABCDE", "A is not true", "(N, H, W)")
+    check_fails("ch6_predict_batch_dependence", "BCD", "in eval mode BN uses its running statistics")
+    check_fails("ch6_predict_batch_dependence", "BDE", "layer norm takes its statistics per sample")
+    with pytest.raises(NotImplementedError):
+        check("ch6_predict_batch_dependence", None)
+
+
+# ---------------------------------------------------------------- debugging the sequence layer norm
+def layer_norm_seq(x, gamma, beta, eps=1e-5, axes=(-1,), ddof=0):
+    mu = x.mean(axis=axes, keepdims=True)
+    var = x.var(axis=axes, ddof=ddof, keepdims=True)
+    return (x - mu) / np.sqrt(var + eps) * gamma + beta
+
+
+def test_debug_seq_norm_accepts_the_fix():
+    for seed in (None, 1, 2):
+        check("ch6_debug_seq_norm", layer_norm_seq, seed=seed, quiet=True)
+
+    def torchy(x, gamma, beta, eps=1e-5):                      # hand-written in torch: also fine
+        xt = torch.from_numpy(x)
+        mu = xt.mean(dim=-1, keepdim=True)
+        var = xt.var(dim=-1, unbiased=False, keepdim=True)
+        return (xt - mu) / torch.sqrt(var + eps) * torch.from_numpy(gamma) + torch.from_numpy(beta)
+    check("ch6_debug_seq_norm", torchy, quiet=True)
+
+
+def test_debug_seq_norm_reference_matches_torch_layer_norm():
+    rng = np.random.default_rng(0)
+    x, g, b = rng.normal(size=(2, 5, 4)), rng.normal(size=4), rng.normal(size=4)
+    want = torch.nn.functional.layer_norm(torch.from_numpy(x), (4,), torch.from_numpy(g), torch.from_numpy(b), 1e-5)
+    assert np.allclose(layer_norm_seq(x, g, b), want.numpy(), atol=1e-12)
+
+
+def test_debug_seq_norm_mistakes():
+    check_fails("ch6_debug_seq_norm", lambda x, g, b, eps: layer_norm_seq(x, g, b, eps, axes=(1,)),
+                "still taken over time (axis=1)", "later tokens")
+    check_fails("ch6_debug_seq_norm", lambda x, g, b, eps: layer_norm_seq(x, g, b, eps, axes=(1, 2)),
+                "whole sequence")
+    check_fails("ch6_debug_seq_norm", lambda x, g, b, eps: layer_norm_seq(x, g, b, eps, axes=(0,)),
+                "over the batch (axis=0)")
+    check_fails("ch6_debug_seq_norm", lambda x, g, b, eps: layer_norm_seq(x, g, b, eps, ddof=1), "unbiased")
+
+    def eps_outside(x, g, b, eps):
+        return (x - x.mean(-1, keepdims=True)) / (x.std(-1, keepdims=True) + eps) * g + b
+    check_fails("ch6_debug_seq_norm", eps_outside, "eps is outside the square root")
+
+    def in_place(x, g, b, eps):
+        x -= x.mean(-1, keepdims=True)
+        return layer_norm_seq(x, g, b, eps)
+    check_fails("ch6_debug_seq_norm", in_place, "in place")

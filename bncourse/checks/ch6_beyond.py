@@ -1,9 +1,19 @@
 """Checks for chapter 6, beyond batch norm.
 
-Exercise (what the student passes to :func:`bncourse.checks.check`):
+Exercises (what the student passes to :func:`bncourse.checks.check`):
 
-``ch6_group_norm``  ``group_norm(x, num_groups, gamma, beta, eps) -> out``, x: (N, C, H, W) float64,
-                    gamma/beta: (C,); statistics per example and group of C/G consecutive channels.
+``ch6_group_norm``              ``group_norm(x, num_groups, gamma, beta, eps) -> out``, x: (N, C, H, W)
+                                float64, gamma/beta: (C,); statistics per example and group of C/G
+                                consecutive channels
+``ch6_layer_norm_backward``     ``layer_norm_backward(dout, x, gamma, eps) -> (dx, dgamma, dbeta)``,
+                                x: (N, D); a derivation the chapter does not show (gamma varies along the
+                                axis the statistics are taken over, unlike in batch norm)
+``ch6_predict_two_samples``     a number committed before the experiment: |x_hat| of training-mode batch
+                                norm on a batch of two samples
+``ch6_predict_batch_dependence`` letters committed before the experiment: which layers give a sample an
+                                output that does not depend on the other sample of a batch of two
+``ch6_debug_seq_norm``          ``layer_norm_seq(x, gamma, beta, eps) -> out``, x: (N, T, D): a token-wise
+                                layer norm whose planted bug (statistics over time) the student fixes
 """
 from __future__ import annotations
 
@@ -11,9 +21,11 @@ from typing import Any
 
 import numpy as np
 
-from .core import CheckFailure, Exercise, expect_array, register
+from .core import CheckFailure, Exercise, expect, expect_array, register
+from .predict_ch456 import PredictChoice, PredictNumber
 
-__all__ = ["GroupNormExercise", "group_norm_reference", "group_norm_mistakes"]
+__all__ = ["GroupNormExercise", "LayerNormBackward", "PredictTwoSamples", "PredictBatchDependence", "DebugSeqNorm",
+           "group_norm_reference", "group_norm_mistakes", "layer_norm_backward_reference"]
 
 
 def _std(x, axes, eps, ddof=0):
@@ -76,6 +88,14 @@ class GroupNormExercise(Exercise):
     title = "group norm forward pass, x of shape (N, C, H, W)"
     references = ("bncourse.normalizations:group_norm", "bncourse.normalizations:GroupNorm",
                   "torch.nn.functional:group_norm", "torch:group_norm", "torch.nn:GroupNorm")
+    hints = (
+        "group norm never mixes examples: each example's channels are cut into G groups, and each group is "
+        "standardized on its own, over its channels and all positions",
+        "reshape x to (N, G, C // G, H, W), take the statistics over the last three axes (shape (N, G, 1, 1, 1)), "
+        "and reshape back; gamma and beta stay per channel, reshaped to (1, C, 1, 1)",
+        "x_hat = (x - mean) / sqrt(biased var + eps) per (example, group); out = gamma * x_hat + beta; a group is "
+        "C // G CONSECUTIVE channels, so the group axis comes before the channel-in-group axis",
+    )
 
     def cases(self, rng):
         out = []
@@ -101,3 +121,231 @@ class GroupNormExercise(Exercise):
         args = (case["x"], case["num_groups"], case["gamma"], case["beta"], case["eps"])
         expect_array("out", result["out"], group_norm_reference(*args), rtol=1e-6, atol=1e-8,
                      mistakes=group_norm_mistakes(*args))
+
+
+# --------------------------------------------------------------------------------------------
+# Layer norm backward (a derivation)
+# --------------------------------------------------------------------------------------------
+def _ln_parts(x, eps, ddof=0, axis=1):
+    mu = x.mean(axis=axis, keepdims=True)
+    var = x.var(axis=axis, ddof=ddof, keepdims=True)
+    return (x - mu) / np.sqrt(var + eps), np.sqrt(var + eps)
+
+
+def layer_norm_backward_reference(dout, x, gamma, eps):
+    """Layer norm over the last axis of x: (N, D); gamma: (D,). Returns (dx, dgamma, dbeta)."""
+    d = x.shape[1]
+    x_hat, std = _ln_parts(x, eps)                                      # (N, D), (N, 1)
+    g = dout * gamma                                                    # dL/dx_hat, (N, D): gamma inside the sums
+    dx = (d * g - g.sum(axis=1, keepdims=True) - x_hat * (g * x_hat).sum(axis=1, keepdims=True)) / (d * std)
+    return dx, (dout * x_hat).sum(axis=0), dout.sum(axis=0)
+
+
+def _ln_dx_variant(dout, x, gamma, eps, *, gamma_outside=False, through_stats=True, ddof=0, axis=1):
+    n_sum = x.shape[axis]
+    x_hat, std = _ln_parts(x, eps, ddof=ddof, axis=axis)
+    if gamma_outside:
+        g = dout
+    else:
+        g = dout * gamma
+    if through_stats:
+        dx = (n_sum * g - g.sum(axis=axis, keepdims=True)
+              - x_hat * (g * x_hat).sum(axis=axis, keepdims=True)) / (n_sum * std)
+    else:
+        dx = g / std
+    return dx * gamma if gamma_outside else dx
+
+
+@register
+class LayerNormBackward(Exercise):
+    name = "ch6_layer_norm_backward"
+    title = "layer norm backward pass, closed form, x of shape (N, D)"
+    references = ("bncourse.normalizations:layer_norm", "bncourse.normalizations:LayerNorm",
+                  "torch.nn.functional:layer_norm", "torch:layer_norm", "torch.nn:LayerNorm")
+    hints = (
+        "layer norm is batch norm turned sideways: the statistics of a row are taken over its D features. Follow "
+        "chapter 3's derivation, but with the sums over the feature axis, and watch where gamma sits",
+        "dgamma and dbeta are still sums over the batch axis (gamma is shared by all rows), shape (D,); dx is "
+        "(N, D), and every sum inside it runs over axis 1 with count D. gamma varies along that axis, so it "
+        "cannot be pulled out of those sums as in batch norm",
+        "with g = dout * gamma (N, D) and std = sqrt(var + eps) per row: dx = (D * g - sum_j g - x_hat * sum_j "
+        "(g * x_hat)) / (D * std), sums over the features of each row",
+    )
+
+    def cases(self, rng):
+        out = []
+        # (N, D, eps); the third has N == D, where statistics over the wrong axis keep the right shape
+        for n, d, eps in ((4, 6, 1e-5), (3, 8, 0.1), (5, 5, 1e-3), (1, 7, 1e-5)):
+            x = rng.normal(rng.uniform(-3, 3, size=(n, 1)), rng.uniform(0.5, 3.0, size=(n, 1)), size=(n, d))
+            gamma = rng.uniform(0.5, 2.0, size=d) * rng.choice([-1.0, 1.0], size=d)
+            out.append({"dout": rng.normal(size=(n, d)), "x": x, "gamma": gamma, "eps": eps})
+        return out
+
+    def run(self, fn, case):
+        from .ch3_batchnorm import _unpack
+        ret = fn(case["dout"], case["x"], case["gamma"], case["eps"])
+        dx, dgamma, dbeta = _unpack(ret, "layer_norm_backward", ("dx", "dgamma", "dbeta"))
+        return {"dx": dx, "dgamma": dgamma, "dbeta": dbeta}
+
+    def verify(self, case, result):
+        dout, x, gamma, eps = case["dout"], case["x"], case["gamma"], case["eps"]
+        dx, dgamma, dbeta = layer_norm_backward_reference(dout, x, gamma, eps)
+        x_hat, _ = _ln_parts(x, eps)
+        expect_array("dbeta", result["dbeta"], dbeta, rtol=1e-6, atol=1e-9, mistakes={
+            "dbeta is summed over the features (axis=1); beta has one value per feature, shared by all rows: "
+            "sum dout over the batch, axis=0": lambda: dout.sum(axis=1),
+            "dbeta is not summed: beta is shared by all rows, so sum dout over axis=0": dout,
+            "dgamma and dbeta are swapped: dgamma = sum(dout * x_hat), dbeta = sum(dout)": dgamma,
+        })
+        expect_array("dgamma", result["dgamma"], dgamma, rtol=1e-6, atol=1e-9, mistakes={
+            "dgamma is summed over the features (axis=1); sum dout * x_hat over the batch, axis=0":
+                lambda: (dout * x_hat).sum(axis=1),
+            "dgamma uses x_hat with the statistics of batch norm (per feature, over the batch); layer norm "
+            "takes them per row, over the features": lambda: (dout * _ln_parts(x, eps, axis=0)[0]).sum(axis=0),
+            "dgamma uses x instead of x_hat": lambda: (dout * x).sum(axis=0),
+            "dgamma uses an x_hat normalized with the unbiased variance (D - 1); the forward pass uses the biased "
+            "one": lambda: (dout * _ln_parts(x, eps, ddof=1)[0]).sum(axis=0),
+            "dgamma uses an x_hat normalized with eps = 1e-5 instead of the eps it is given":
+                lambda: (dout * _ln_parts(x, 1e-5)[0]).sum(axis=0),
+            "dgamma and dbeta are swapped: dgamma = sum(dout * x_hat), dbeta = sum(dout)": dbeta,
+        })
+        expect_array("dx", result["dx"], dx, rtol=1e-6, atol=1e-9, mistakes={
+            "you pulled gamma out of the sums, as batch norm allows; in layer norm the sums run over the features, "
+            "and gamma differs from feature to feature: multiply dout by gamma first, g = dout * gamma, then sum g "
+            "and g * x_hat over each row": lambda: _ln_dx_variant(dout, x, gamma, eps, gamma_outside=True),
+            "your dx ignores the path through the row's mean and variance (the stop-gradient mistake): both depend "
+            "on every feature of the row": lambda: _ln_dx_variant(dout, x, gamma, eps, through_stats=False),
+            "this is batch norm's dx (statistics per feature, sums over the batch); layer norm takes the statistics "
+            "of each row, so the sums run over axis 1 with count D": lambda: _ln_dx_variant(dout, x, gamma, eps, axis=0),
+            "your dx is for a layer norm with the unbiased variance (D - 1); the forward pass uses the biased one":
+                lambda: _ln_dx_variant(dout, x, gamma, eps, ddof=1),
+            "your dx ignores the eps it is given and uses 1e-5 (a default argument or a constant): the backward "
+            "pass must use the forward pass's eps": lambda: _ln_dx_variant(dout, x, gamma, 1e-5),
+            "your dx forgets gamma: dL/dx_hat = dout * gamma": lambda: _ln_dx_variant(dout, x, np.ones_like(gamma), eps),
+        })
+
+
+# --------------------------------------------------------------------------------------------
+# Predict, then run: batch norm on a batch of two
+# --------------------------------------------------------------------------------------------
+@register
+class PredictTwoSamples(PredictNumber):
+    name = "ch6_predict_two_samples"
+    title = "predict: |x_hat| of training-mode batch norm on a batch of two samples"
+    quantity = "the predicted |x_hat|"
+    truth = 1.0
+    tolerance = 0.01
+    near_misses = {
+        "with ONE sample x_hat is 0 (x equals its own mean); with two, each value sits half the difference away "
+        "from the mean, and the standard deviation is exactly that half difference": (-0.05, 0.05),
+        "BN normalizes with the BIASED variance (divide by 2, not by 1): with the unbiased one you would get "
+        "1 / sqrt(2)": (0.69, 0.72),
+        "the biased variance of two values is ((a - b) / 2)**2, the square of the half difference; sqrt(2) "
+        "comes from dividing by the wrong count": (1.40, 1.43),
+    }
+    hints = (
+        "write the batch as two numbers a and b for one feature: where is their mean, and how far is each from it?",
+        "each value is |a - b| / 2 from the mean; the biased variance is the average squared distance from the mean",
+        "x_hat = (a - mean) / sqrt(var + eps) with var = ((a - b) / 2)**2; eps is negligible unless a and b are "
+        "nearly equal",
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Predict, then run: which layers survive a batch of two
+# --------------------------------------------------------------------------------------------
+#: the layers of the exercise, as listed in the notebook (letter -> layer)
+BATCH_OF_TWO_LAYERS = {
+    "A": "nn.BatchNorm2d(8), training mode",
+    "B": "nn.GroupNorm(4, 8)",
+    "C": "nn.LayerNorm([8, 6, 6])",
+    "D": "nn.InstanceNorm2d(8)",
+    "E": "nn.BatchNorm2d(8), eval mode",
+}
+
+
+@register
+class PredictBatchDependence(PredictChoice):
+    name = "ch6_predict_batch_dependence"
+    title = "predict: which layers give a sample an output independent of the other sample in its batch"
+    options = tuple(BATCH_OF_TWO_LAYERS)
+    answer = "BCDE"
+    wrongly_chosen = {
+        "A": "in training mode BatchNorm2d takes each channel's statistics over (N, H, W): the other sample's "
+             "values are half of them",
+    }
+    wrongly_left_out = {
+        "B": "group norm takes its statistics per sample and group of channels; no other sample enters",
+        "C": "layer norm takes its statistics per sample, over (C, H, W)",
+        "D": "instance norm takes its statistics per sample and channel (and by default keeps no running statistics, "
+             "so it does the same in both modes)",
+        "E": "in eval mode BN uses its running statistics, fixed numbers: the batch no longer matters",
+    }
+    hints = (
+        "for each layer, ask over which axes its mean and variance are taken, and whether the batch axis N is "
+        "among them",
+        "BN (training): (N, H, W); LN: (C, H, W); IN: (H, W); GN: (channels of a group, H, W); BN in eval mode "
+        "takes no statistics of the input at all",
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Debugging: layer norm of a sequence with the statistics over time
+# --------------------------------------------------------------------------------------------
+def _seq_norm(x, gamma, beta, eps, axes=(2,), ddof=0, eps_outside=False):
+    mu = x.mean(axis=axes, keepdims=True)
+    if eps_outside:
+        return (x - mu) / (x.std(axis=axes, ddof=ddof, keepdims=True) + eps) * gamma + beta
+    return (x - mu) / np.sqrt(x.var(axis=axes, ddof=ddof, keepdims=True) + eps) * gamma + beta
+
+
+@register
+class DebugSeqNorm(Exercise):
+    name = "ch6_debug_seq_norm"
+    title = "debugging: layer norm of a sequence, x of shape (N, T, D)"
+    references = ("bncourse.normalizations:layer_norm", "bncourse.normalizations:LayerNorm",
+                  "torch.nn.functional:layer_norm", "torch:layer_norm", "torch.nn:LayerNorm")
+    hints = (
+        "change only the last token of a sequence and watch the output at the first position: should it move?",
+        "layer norm in a sequence model normalizes each token on its own: one mean and one variance per (n, t), "
+        "over the D features; which axis does the buggy code reduce?",
+        "reduce over the last axis with keepdims, shape (N, T, 1); gamma and beta (D,) broadcast along it as they are",
+    )
+
+    def cases(self, rng):
+        out = []
+        # (N, T, D, eps); the second has T == D (statistics over time keep the right shape), the last a single step
+        for n, t, d, eps in ((2, 5, 4, 1e-5), (3, 6, 6, 0.1), (2, 4, 3, 1e-3), (3, 1, 5, 1e-5)):
+            x = rng.normal(rng.uniform(-2, 2, size=(n, t, 1)), rng.uniform(0.5, 3.0, size=(n, t, 1)), size=(n, t, d))
+            out.append({"x": x, "gamma": rng.uniform(0.5, 2.0, size=d) * rng.choice([-1.0, 1.0], size=d),
+                        "beta": rng.uniform(-1, 1, size=d), "eps": eps})
+        return out
+
+    def run(self, fn, case):
+        x = case["x"]
+        before = x.copy()
+        out = fn(x, case["gamma"], case["beta"], case["eps"])
+        if type(out).__module__.startswith("torch") and hasattr(out, "detach"):
+            out = out.detach().cpu().numpy()
+        return {"out": out, "input_unchanged": bool(np.array_equal(x, before))}
+
+    def verify(self, case, result):
+        x, gamma, beta, eps = case["x"], case["gamma"], case["beta"], case["eps"]
+        want = _seq_norm(x, gamma, beta, eps)
+        expect_array("out", result["out"], want, rtol=1e-6, atol=1e-8, mistakes={
+            "the statistics are still taken over time (axis=1): each position is normalized with the other "
+            "positions' values, so a token's output depends on later tokens and on the sequence length; take them "
+            "per token, over the features (axis=-1)": lambda: _seq_norm(x, gamma, beta, eps, axes=(1,)),
+            "the statistics are taken over the whole sequence (axes 1 and 2); layer norm in a sequence model "
+            "normalizes each token on its own, over the features (axis=-1)":
+                lambda: _seq_norm(x, gamma, beta, eps, axes=(1, 2)),
+            "the statistics are taken over the batch (axis=0), as batch norm does; normalize each token over its "
+            "features (axis=-1)": lambda: _seq_norm(x, gamma, beta, eps, axes=(0,)),
+            "you normalized with the unbiased variance (ddof=1); use the biased one":
+                lambda: _seq_norm(x, gamma, beta, eps, ddof=1),
+            "eps is outside the square root: use sqrt(var + eps)":
+                lambda: _seq_norm(x, gamma, beta, eps, eps_outside=True),
+            "gamma and beta are missing: out = x_hat * gamma + beta": lambda: _seq_norm(x, 1.0, 0.0, eps),
+        })
+        expect(result["input_unchanged"], "your function changed x in place; compute a new array (x - mean, not "
+                                          "x -= mean)")
