@@ -61,7 +61,7 @@ from .functional import batch_norm, reduce_dims
 from .nn import _BatchNorm
 
 __all__ = [
-    "WorkerError", "free_port", "launch", "in_sequence", "LAST_PIDS",
+    "WorkerError", "free_port", "launch", "in_sequence", "LAST_PIDS", "listening_addresses",
     "chan_merge", "merge_moments", "naive_merge", "local_moments",
     "CommRecord", "record_communication",
     "SyncBatchNorm", "GhostBatchNorm",
@@ -115,13 +115,12 @@ def _worker(rank: int, world_size: int, port: int, fn: Callable, args: tuple, re
                               timeout=datetime.timedelta(seconds=timeout))
         dist.init_process_group("gloo", store=store, rank=rank, world_size=world_size,
                                 timeout=datetime.timedelta(seconds=timeout))
-        try:
-            out = _portable(fn(rank, world_size, *args))
-        finally:
-            dist.destroy_process_group()
-        results.put((rank, "ok", out))
+        report = (rank, "ok", _portable(fn(rank, world_size, *args)))
     except BaseException:
-        results.put((rank, "error", traceback.format_exc()))
+        report = (rank, "error", traceback.format_exc())
+    results.put(report)               # before leaving the group, so the root cause is reported first
+    if dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def _stop(procs: list) -> None:
@@ -134,6 +133,24 @@ def _stop(procs: list) -> None:
         if p.is_alive():
             p.kill()
             p.join(5)
+
+
+def _describe_errors(world_size: int, errors: dict[int, str], results, wait: float = 1.0) -> str:
+    """Collect the other workers' errors for ``wait`` s; the root cause first, then the ones it caused.
+
+    When one worker raises and leaves, the others fail inside a collective ("Connection reset by peer");
+    those tracebacks are listed after the ones that do not come from gloo.
+    """
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        try:
+            rank, status, value = results.get(timeout=0.05)
+        except queue_module.Empty:
+            continue
+        if status == "error":
+            errors[rank] = value
+    order = sorted(errors, key=lambda r: ("gloo" in errors[r] or "Connection" in errors[r], r))
+    return "\n".join(f"worker {r} of {world_size} raised:\n{errors[r]}" for r in order)
 
 
 def launch(fn: Callable, world_size: int, *args: Any, timeout: float = 120.0) -> list[Any]:
@@ -174,13 +191,56 @@ def launch(fn: Callable, world_size: int, *args: Any, timeout: float = 120.0) ->
                                        f"({len(out)} finished)") from None
                 continue
             if status == "error":
-                raise WorkerError(f"worker {rank} of {world_size} raised:\n{value}")
+                raise WorkerError(_describe_errors(world_size, {rank: value}, results))
             out[rank] = value
     finally:
         _stop(procs)
         results.close()
         results.join_thread()
     return [out[r] for r in range(world_size)]
+
+
+def listening_addresses() -> list[tuple[str, int]]:
+    """(address, port) of every TCP socket this process listens on, read from /proc (Linux; [] elsewhere).
+
+    Used to verify that a process group listens on the loopback address only.
+    """
+    inodes = set()
+    try:
+        for fd in os.listdir("/proc/self/fd"):
+            try:
+                target = os.readlink(f"/proc/self/fd/{fd}")
+            except OSError:
+                continue
+            if target.startswith("socket:["):
+                inodes.add(target[8:-1])
+    except OSError:
+        return []
+    out = []
+    for table, width in (("/proc/self/net/tcp", 8), ("/proc/self/net/tcp6", 32)):
+        try:
+            lines = open(table).read().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            local, state, inode = fields[1], fields[3], fields[9]
+            if state != "0A" or inode not in inodes:          # 0A = LISTEN
+                continue
+            hex_addr, hex_port = local.split(":")
+            raw = bytes.fromhex(hex_addr)
+            if width == 8:
+                addr = socket.inet_ntop(socket.AF_INET, raw[::-1])
+            else:   # four little-endian 32-bit words
+                addr = socket.inet_ntop(socket.AF_INET6, b"".join(raw[i:i + 4][::-1] for i in range(0, 16, 4)))
+            out.append((addr, int(hex_port, 16)))
+    return sorted(out)
+
+
+def listening_worker(rank: int, world_size: int) -> list[tuple[str, int]]:
+    """A worker that reports :func:`listening_addresses` while its process group is up."""
+    dist.barrier()
+    return listening_addresses()
 
 
 def in_sequence(rank: int, world_size: int, calls: list[tuple[Callable, tuple]]) -> list[Any]:
@@ -550,7 +610,8 @@ def train_worker(rank: int, world_size: int, data: tuple, cfg: dict) -> dict:
     ``data``: (x_train (N, D), y_train (N,), x_test, y_test) NumPy arrays. ``cfg``: ``widths`` (MLP, ReLU,
     batch norm after each hidden Linear), ``bn`` ("local": torch.nn.BatchNorm1d on each replica's slice;
     "sync": :class:`SyncBatchNorm`), ``global_batch`` B (divisible by W), ``steps``, ``lr``, ``seed``,
-    ``dtype``. Every replica draws the same shuffled order and takes its B / W slice of each global batch.
+    ``dtype``; ``bn="ghost"`` with ``virtual_batch``: :class:`GhostBatchNorm` (meant for one process).
+    Every replica draws the same shuffled order and takes its B / W slice of each global batch.
     Returns, from every rank: the test accuracy in eval mode with its own running statistics, the mean
     training loss over the last ``steps // 5`` steps, the flattened parameters, and the seconds per step.
     """
@@ -568,8 +629,12 @@ def train_worker(rank: int, world_size: int, data: tuple, cfg: dict) -> dict:
     model = mlp(cfg["widths"], activation="relu", bn="torch").to(dtype)
     if cfg["bn"] == "sync":
         model = SyncBatchNorm.convert_sync_batchnorm(model)
+    elif cfg["bn"] == "ghost":
+        for i, layer in enumerate(model):
+            if isinstance(layer, nn.BatchNorm1d):
+                model[i] = GhostBatchNorm(layer.num_features, cfg["virtual_batch"], dtype=dtype)
     elif cfg["bn"] != "local":
-        raise ValueError(f"bn must be 'local' or 'sync', got {cfg['bn']!r}")
+        raise ValueError(f"bn must be 'local', 'sync' or 'ghost', got {cfg['bn']!r}")
     # one process without a group: plain training, the reference the replicas are compared with
     ddp = DistributedDataParallel(model) if dist.is_initialized() else model
     opt = torch.optim.SGD(ddp.parameters(), lr=cfg["lr"])
@@ -592,7 +657,7 @@ def train_worker(rank: int, world_size: int, data: tuple, cfg: dict) -> dict:
     with torch.no_grad():
         acc = (model(x_test).argmax(1) == y_test).to(torch.float64).mean().item()
     return {"acc": acc, "loss": float(np.mean(losses[-max(1, cfg["steps"] // 5):])), "seconds_per_step": seconds,
-            "params": torch.cat([p.detach().flatten() for p in model.parameters()])}
+            "params": torch.cat([p.detach().flatten() for p in model.parameters()]).numpy()}
 
 
 def cost_worker(rank: int, world_size: int, cfg: dict) -> dict:
