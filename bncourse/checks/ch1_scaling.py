@@ -154,6 +154,9 @@ class Standardize(Exercise):
                 "you divided by the variance instead of the standard deviation": _standardize(Xtr, X, use_var=True),
                 "you took the statistics per example (axis=1) instead of per feature (axis=0)":
                     _standardize(X, X, axis=1),
+                f"{split} was standardized with the mean and std of the training and test splits together; fit on "
+                "X_train alone (statistics that see the test split leak it into training)":
+                    _standardize(np.vstack([Xtr, Xte]), X),
                 "you computed the variance in one pass, mean(x**2) - mean(x)**2: it cancels catastrophically when "
                 "a feature's mean is large or its spread is round-off (a constant column then gets a std of "
                 "about 1e-9 instead of 0). Subtract the mean first, then square (np.var / np.std do)":
@@ -169,9 +172,6 @@ class Standardize(Exercise):
                     "Z_test was standardized with the TEST split's own mean and std; apply the statistics fitted on "
                     "X_train to X_test (statistics from the test split leak information and break on small or "
                     "one-class test batches)": _standardize(Xte, Xte),
-                    "Z_test was standardized with the mean and std of the training and test splits together; fit on "
-                    "X_train alone (statistics that see the test split leak it into training)":
-                        _standardize(np.vstack([Xtr, Xte]), X),
                     **mistakes,
                 }
             want = _standardize(Xtr, X)
@@ -228,6 +228,9 @@ class MinMax(Exercise):
                     "(x - min) / (max - min)": X / Xtr.max(0),
                     "you divided by the maximum instead of the range (max - min) after subtracting the minimum":
                         (X - Xtr.min(0)) / Xtr.max(0),
+                    f"{split} was scaled with the min and max of the training and test splits together; fit on "
+                    "X_train alone (statistics that see the test split leak it into training)":
+                        _minmax(np.vstack([Xtr, Xte]), X),
                 }
             if len(const):
                 mistakes["a constant feature (max == min) gave NaN or inf: divide by 1 where the range is 0, "
@@ -239,9 +242,6 @@ class MinMax(Exercise):
                     "Z_test was clipped to [0, 1]: test values outside the training range must stay outside it "
                     "(clipping hides a distribution shift and makes different inputs equal); do not clip":
                         np.clip(_minmax(Xtr, X), 0.0, 1.0),
-                    "Z_test was scaled with the min and max of the training and test splits together; fit on "
-                    "X_train alone (statistics that see the test split leak it into training)":
-                        _minmax(np.vstack([Xtr, Xte]), X),
                     **mistakes,
                 }
             expect_array(split, result[split], _minmax(Xtr, X), rtol=1e-9, atol=1e-9, mistakes=mistakes)
@@ -424,7 +424,7 @@ class KappaOneFeature(Exercise):
     )
 
     def cases(self, rng):
-        fixed = [(0.0, 1.0), (0.0, 3.0), (2.0, 1.0), (-5.0, 0.5), (1e3, 0.5), (-1e4, 2.0)]
+        fixed = [(0.0, 1.0), (0.5, 3.0), (2.0, 1.0), (-5.0, 0.5), (1e3, 0.5), (-1e4, 2.0)]
         drawn = [(float(rng.uniform(-10, 10)), float(rng.uniform(0.1, 5.0))) for _ in range(2)]
         return [{"m": m, "s": s} for m, s in fixed + drawn]
 

@@ -416,14 +416,14 @@ class DebugInit(Exercise):
         import torch
         from torch import nn
 
-        layers = []
-        for i, (a, b) in enumerate(_DEBUG_SHAPES):
-            layers.append(nn.Linear(a, b))
-            if i < len(_DEBUG_SHAPES) - 1:
-                layers.append(nn.ReLU())
-        model = nn.Sequential(*layers)
-        with torch.random.fork_rng(devices=[]):
+        with torch.random.fork_rng(devices=[]):      # the student's global generator is left as it was
             torch.manual_seed(case["seed"])
+            layers = []
+            for i, (a, b) in enumerate(_DEBUG_SHAPES):
+                layers.append(nn.Linear(a, b))
+                if i < len(_DEBUG_SHAPES) - 1:
+                    layers.append(nn.ReLU())
+            model = nn.Sequential(*layers)
             fn(model)
         res: dict[str, Any] = {}
         linears = [m for m in model.modules() if isinstance(m, nn.Linear)]

@@ -728,7 +728,6 @@ class PredictEpsShrink(Prediction):
         (1.0, "x_hat has std 1 only when eps is negligible against the variance; here var = 4e-6 is smaller "
               "than eps = 1e-5"),
         (0.002 / np.sqrt(1e-5), "the denominator is sqrt(var + eps), with the variance in it too"),
-        (0.002 / (0.002 + 1e-5), "eps sits inside the square root, next to the variance, not next to the std"),
         (0.002 ** 2 / (0.002 ** 2 + 1e-5), "that is the ratio of variances var / (var + eps); the std is its "
                                             "square root"),
     )
