@@ -377,3 +377,17 @@ def test_every_ch1_exercise_has_a_hint_ladder():
         ladder = REGISTRY[name].hints
         assert 2 <= len(ladder) <= 4, name
         assert all(isinstance(h, str) and len(h) > 20 and "def " not in h and "import " not in h for h in ladder)
+
+
+def test_zca_and_condition_number_that_change_x_in_place_are_named():
+    def zca_in_place(X, eps):
+        Z = zca_whiten(X, eps)
+        X -= X.mean(0)
+        return Z
+    _fails("ch1_zca", zca_in_place, "changed its input(s) X in place")
+
+    def kappa_in_place(X):
+        k = hessian_condition_number(X)
+        X /= X.std(0)
+        return k
+    _fails("ch1_condition_number", kappa_in_place, "changed its input(s) X in place")

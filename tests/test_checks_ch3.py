@@ -234,3 +234,33 @@ def test_every_ch3_exercise_has_a_hint_ladder(name):
     ladder = REGISTRY[name].hints
     assert 2 <= len(ladder) <= 4
     assert all(isinstance(h, str) and len(h) > 20 and "def " not in h and "import " not in h for h in ladder)
+
+
+# ---------------------------------------------------------------- in-place changes of the caller's arrays
+def _backward_then_vandal(dout, x, gamma, eps=1e-5):
+    n = x.shape[0]
+    inv = 1 / np.sqrt(x.var(0) + eps)
+    xh = (x - x.mean(0)) * inv
+    g = dout * gamma
+    res = inv / n * (n * g - g.sum(0) - xh * (g * xh).sum(0)), (dout * xh).sum(0), dout.sum(0)
+    x -= x.mean(0)                                             # "harmless" clean-up that writes into the caller's x
+    return res
+
+
+@pytest.mark.parametrize("name", ["bn_backward", "bn_backward_staged"])
+def test_backward_that_changes_x_in_place_is_named(name):
+    _fails(name, _backward_then_vandal, "changed its input(s) x in place")
+
+
+def test_stat_grads_and_merge_that_change_inputs_are_named():
+    def sg_vandal(dout, x, gamma, eps=1e-5):
+        res = stat_grads_autograd(dout, x, gamma, eps)
+        dout *= 2
+        return res
+    _fails("ch3_bn_stat_grads", sg_vandal, "changed its input(s) dout in place")
+
+    def merge_vandal(mean_a, var_a, n_a, mean_b, var_b, n_b):
+        res = merge_by_concatenation_free_formula(mean_a.copy(), var_a, n_a, mean_b, var_b, n_b)
+        mean_a -= 1.0
+        return res
+    _fails("ch3_merge_stats", merge_vandal, "changed its input(s) mean_a in place")

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from .core import CheckFailure, Exercise, expect, expect_array, expect_scalar, register
+from .ch3_batchnorm import changed_inputs, expect_inputs_unchanged, snapshot
 from .predictions import Prediction
 
 __all__ = ["Standardize", "MinMax", "ZCA", "ConditionNumber", "DemoColumnMeans", "KappaOneFeature",
@@ -280,9 +281,11 @@ class ZCA(Exercise):
         return out
 
     def run(self, fn, case):
-        return {"Z": _to_numpy(fn(case["X"], case["eps"]))}
+        before = snapshot(case)
+        return {"Z": _to_numpy(fn(case["X"], case["eps"])), "inputs_changed": changed_inputs(before, case)}
 
     def verify(self, case, result):
+        expect_inputs_unchanged(result)
         X, eps = case["X"], case["eps"]
         want = _zca(X, eps)
         Z = result["Z"]
@@ -338,9 +341,11 @@ class ConditionNumber(Exercise):
         return out
 
     def run(self, fn, case):
-        return {"kappa": _to_numpy(fn(case["X"]))}
+        before = snapshot(case)
+        return {"kappa": _to_numpy(fn(case["X"])), "inputs_changed": changed_inputs(before, case)}
 
     def verify(self, case, result):
+        expect_inputs_unchanged(result)
         X = case["X"]
         A = np.hstack([X, np.ones((len(X), 1))])
         lam = np.linalg.eigvalsh(A.T @ A / len(X))

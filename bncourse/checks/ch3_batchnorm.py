@@ -38,6 +38,7 @@ __all__ = [
     "BNForward", "BNBackwardStaged", "BNBackward", "BNModule", "BNStatGrads", "MergeStats", "PredictEpsShrink",
     "PredictScaleInvariance", "DebugRunningStats",
     "normalize", "forward_mistakes", "backward_mistakes", "running_stats_mistakes", "stat_axes",
+    "snapshot", "changed_inputs", "expect_inputs_unchanged",
 ]
 
 
@@ -254,6 +255,24 @@ def _unpack(ret, fn_name: str, names: tuple[str, ...]):
     return ret
 
 
+def snapshot(case: dict) -> dict:
+    """Copies of the case's arrays, taken in ``run`` before the student's code sees them."""
+    return {k: v.copy() for k, v in case.items() if isinstance(v, np.ndarray)}
+
+
+def changed_inputs(before: dict, case: dict) -> str:
+    """Comma-separated names of the arrays the student's code changed in place ("" if none)."""
+    return ",".join(k for k, v in before.items() if not np.array_equal(case[k], v, equal_nan=True))
+
+
+def expect_inputs_unchanged(result: dict) -> None:
+    """Fail naming the inputs that the student's function modified in place (``run`` recorded them)."""
+    names = result.get("inputs_changed") or ""
+    expect(not names, f"your function changed its input(s) {names.replace(',', ', ')} in place (an in-place operator "
+                      f"such as -= or /=, or a slice assignment, on an argument); the caller's arrays must stay "
+                      f"as they were: compute into new arrays")
+
+
 # --------------------------------------------------------------------------------------------
 # Exercises
 # --------------------------------------------------------------------------------------------
@@ -303,9 +322,10 @@ class _BackwardBase(Exercise):
         return out
 
     def run(self, fn, case):
+        before = snapshot(case)
         ret = fn(case["dout"], case["x"], case["gamma"], case["eps"])
         dx, dgamma, dbeta = _unpack(ret, self.fn_name, ("dx", "dgamma", "dbeta"))
-        return {"dx": dx, "dgamma": dgamma, "dbeta": dbeta}
+        return {"dx": dx, "dgamma": dgamma, "dbeta": dbeta, "inputs_changed": changed_inputs(before, case)}
 
     def verify(self, case, result):
         from bncourse.bn_numpy import batchnorm_backward, batchnorm_forward
@@ -313,6 +333,7 @@ class _BackwardBase(Exercise):
         _, cache = batchnorm_forward(x, gamma, np.zeros_like(gamma), eps)
         dx, dgamma, dbeta = batchnorm_backward(dout, cache)
         mistakes = backward_mistakes(dout, x, gamma, eps)
+        expect_inputs_unchanged(result)
         expect_array("dbeta", result["dbeta"], dbeta, rtol=1e-6, atol=1e-9, mistakes=mistakes["dbeta"])
         expect_array("dgamma", result["dgamma"], dgamma, rtol=1e-6, atol=1e-9, mistakes=mistakes["dgamma"])
         expect_array("dx", result["dx"], dx, rtol=1e-6, atol=1e-9, mistakes=mistakes["dx"])
@@ -603,12 +624,14 @@ class BNStatGrads(Exercise):
         return _BackwardBase.cases(self, rng)
 
     def run(self, fn, case):
+        before = snapshot(case)
         ret = fn(case["dout"], case["x"], case["gamma"], case["eps"])
         dmu, dvar = _unpack(ret, "batchnorm_stat_grads", ("dmu", "dvar"))
-        return {"dmu": dmu, "dvar": dvar}
+        return {"dmu": dmu, "dvar": dvar, "inputs_changed": changed_inputs(before, case)}
 
     def verify(self, case, result):
         dout, x, gamma, eps = case["dout"], case["x"], case["gamma"], case["eps"]
+        expect_inputs_unchanged(result)
         dmu, dvar = _stat_grads(dout, x, gamma, eps)
         swap = "dmu and dvar are swapped: return (dmu, dvar)"
         no_sum = "not summed over the batch: mu and var are (D,), shared by the N rows, so sum over axis 0"
@@ -670,12 +693,16 @@ class MergeStats(Exercise):
 
     def run(self, fn, case):
         x_a, x_b = case["x_a"], case["x_b"]
-        ret = fn(x_a.mean(axis=0), x_a.var(axis=0), x_a.shape[0], x_b.mean(axis=0), x_b.var(axis=0), x_b.shape[0])
+        stats = {"mean_a": x_a.mean(axis=0), "var_a": x_a.var(axis=0), "mean_b": x_b.mean(axis=0),
+                 "var_b": x_b.var(axis=0)}
+        before = snapshot(stats)
+        ret = fn(stats["mean_a"], stats["var_a"], x_a.shape[0], stats["mean_b"], stats["var_b"], x_b.shape[0])
         mean, var = _unpack(ret, "merge_stats", ("mean", "var"))
-        return {"mean": _as_numpy(mean), "var": _as_numpy(var)}
+        return {"mean": _as_numpy(mean), "var": _as_numpy(var), "inputs_changed": changed_inputs(before, stats)}
 
     def verify(self, case, result):
         x_a, x_b = case["x_a"], case["x_b"]
+        expect_inputs_unchanged(result)
         x = np.concatenate([x_a, x_b])
         want_mean, want_var = x.mean(axis=0), x.var(axis=0)          # the whole batch, two-pass
         n_a, n_b, n = len(x_a), len(x_b), len(x)
