@@ -264,3 +264,12 @@ def test_stat_grads_and_merge_that_change_inputs_are_named():
         mean_a -= 1.0
         return res
     _fails("ch3_merge_stats", merge_vandal, "changed its input(s) mean_a in place")
+
+
+def test_bn_module_gets_a_non_contiguous_batch():
+    class ViewBN(FixedBN):
+        def forward(self, x):
+            return super().forward(x.view(-1).view(x.shape))       # .view needs a contiguous tensor
+    msg = _fails("bn_module", ViewBN, "view")
+    assert "raised RuntimeError" in msg
+    check("bn_module", FixedBN, quiet=True)

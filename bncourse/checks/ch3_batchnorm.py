@@ -492,7 +492,8 @@ class BNModule(Exercise):
         res["running_var_0"] = _as_numpy(rv)
 
         m.train()
-        x1 = torch.from_numpy(case["x1"]).requires_grad_(True)
+        # x1 is column-major, so a non-contiguous tensor: code that needs .contiguous() (a .view) must say so
+        x1 = torch.from_numpy(np.asfortranarray(case["x1"])).requires_grad_(True)
         y1 = m(x1)
         if not isinstance(y1, torch.Tensor):
             raise CheckFailure(f"forward must return a torch.Tensor; it returned {type(y1).__name__}")
