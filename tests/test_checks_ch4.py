@@ -204,7 +204,8 @@ def test_population_stats_mistakes():
 
 # ---------------------------------------------------------------- folding
 def test_fold_bn_mistakes():
-    _fails("ch4_fold_bn", lambda g, b, m, v, e: (g / np.sqrt(v), b - g / np.sqrt(v) * m), "eps is missing")
+    with np.errstate(divide="ignore"):                        # a running_var of 0 divides by zero here
+        _fails("ch4_fold_bn", lambda g, b, m, v, e: (g / np.sqrt(v), b - g / np.sqrt(v) * m), "eps is missing")
     _fails("ch4_fold_bn", lambda g, b, m, v, e: (g / np.sqrt(v + e), b - m), "scaled mean")
     _fails("ch4_fold_bn", lambda g, b, m, v, e: (np.sqrt(v + e) / g, b - m), "inverted")
     _fails("ch4_fold_bn", lambda g, b, m, v, e: (g / (v + e), b), "instead of the standard deviation")
@@ -462,3 +463,62 @@ def test_ch4_every_exercise_has_a_hint_ladder():
         hints = REGISTRY[name].hints
         assert 2 <= len(hints) <= 4, name
         assert all(isinstance(h, str) and len(h) > 20 for h in hints), name
+
+
+# ---------------------------------------------------------------- in place, constant features, no warnings
+def test_in_place_mutation_is_named_in_every_ch4_function_exercise():
+    def ema_in_place(values, alpha):
+        out = bias_corrected_ema(values, alpha)
+        values *= 0
+        return out
+    _fails("ch4_bias_corrected_ema", ema_in_place, "changed values in place")
+
+    def fold_in_place(gamma, beta, running_mean, running_var, eps):
+        running_var += eps
+        a = gamma / np.sqrt(running_var)
+        return a, beta - a * running_mean
+    _fails("ch4_fold_bn", fold_in_place, "changed running_var in place")
+
+    def fold_linear_in_place(W, c, gamma, beta, running_mean, running_var, eps):
+        a, b = fold_bn(gamma, beta, running_mean, running_var, eps)
+        W *= a[:, None]
+        return W, a * c + b
+    _fails("ch4_fold_linear", fold_linear_in_place, "changed W in place")
+
+    def centres_batches(batches):
+        rows = []
+        for b in batches:
+            rows.append(b.copy())
+            b -= b.mean(0)                                       # corrupts the caller's data
+        x = np.concatenate(rows)
+        return x.mean(0), x.var(0, ddof=1)
+    _fails("ch4_population_stats", centres_batches, "changed a batch in place")
+
+
+def test_fold_bn_constant_feature_needs_eps_and_warns_nothing(recwarn):
+    cases = REGISTRY["ch4_fold_bn"]().cases(np.random.default_rng(0))
+    assert any((c["running_var"] == 0).any() for c in cases)
+
+    def guarded(gamma, beta, running_mean, running_var, eps):    # "a constant feature has no scale": a = 0
+        std = np.sqrt(running_var + eps)
+        a = np.where(running_var > 0, gamma / std, 0.0)
+        return a, beta - a * running_mean
+    _fails("ch4_fold_bn", guarded, "a has wrong values")
+    check("ch4_fold_bn", fold_bn, quiet=True)
+    assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]
+
+
+def test_merge_stats_remaining_mistakes():
+    def equal_variances(counts, means, variances):
+        return merge_batch_stats(counts, means, variances)[0], variances.mean(0)
+    _fails("ch4_merge_stats", equal_variances, "chunk variances with equal weights")
+
+    def std(counts, means, variances):
+        mean, var = merge_batch_stats(counts, means, variances)
+        return mean, np.sqrt(var)
+    _fails("ch4_merge_stats", std, "standard deviation instead of the variance")
+
+
+def test_predict_eval_every_left_out_statement_is_explained():
+    _fails("ch4_predict_eval", "BDF", "uses the stored running statistics")
+    _fails("ch4_predict_eval", "ADF", "change only in training mode")

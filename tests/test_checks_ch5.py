@@ -442,3 +442,85 @@ def test_ch5_every_exercise_has_a_hint_ladder():
         hints = REGISTRY[name].hints
         assert 2 <= len(hints) <= 4, name
         assert all(isinstance(h, str) and len(h) > 20 for h in hints), name
+
+
+def test_in_place_mutation_is_named_in_every_ch5_function_exercise():
+    def forward_in_place(x, gamma, beta, eps):
+        x -= x.mean(axis=(0, 2, 3), keepdims=True)
+        return spatial_forward(x, gamma, beta, eps)
+    _fails("ch5_spatial_forward", forward_in_place, "changed x in place")
+
+    def backward_in_place(dout, x, gamma, eps):
+        out = spatial_backward(dout, x, gamma, eps)
+        dout *= 0
+        return out
+    _fails("ch5_spatial_backward", backward_in_place, "changed dout in place")
+
+    def fold_in_place(weight, bias, gamma, beta, mean, var, eps):
+        w, b = fold_conv(weight, bias, gamma, beta, mean, var, eps)
+        weight[...] = w
+        return weight, b
+    _fails("ch5_fold_conv", fold_in_place, "changed weight in place")
+
+    def eval_in_place(dout, x, gamma, rm, rv, eps):
+        out = _eval_bwd(dout, x, gamma, rm, rv, eps)
+        rv += eps
+        return out
+    _fails("ch5_eval_backward", eval_in_place, "changed running_var in place")
+
+
+def test_fold_conv_constant_channel_needs_eps(recwarn):
+    cases = REGISTRY["ch5_fold_conv"]().cases(np.random.default_rng(0))
+    assert any((c["running_var"] == 0).any() for c in cases)
+    _fails("ch5_fold_conv", _fold_no_eps, "eps is missing")
+    check("ch5_fold_conv", fold_conv, quiet=True)
+    assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]
+
+
+def _fold_no_eps(weight, bias, gamma, beta, mean, var, eps):
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return fold_conv(weight, bias, gamma, beta, mean, var, 0.0)
+
+
+def test_eval_backward_default_eps_is_named():
+    _fails("ch5_eval_backward", lambda d, x, g, rm, rv, eps: _eval_bwd(d, x, g, rm, rv, 1e-5),
+           "dgamma uses an x_hat computed with eps = 1e-5")
+
+    def dx_default_eps(d, x, g, rm, rv, eps):
+        dx = _eval_bwd(d, x, g, rm, rv, 1e-5)[0]
+        return (dx,) + _eval_bwd(d, x, g, rm, rv, eps)[1:]
+    _fails("ch5_eval_backward", dx_default_eps, "dx is wrong", "ignores the eps it is given")
+
+
+def test_eval_backward_remaining_mistakes():
+    def train_form_running(d, x, g, rm, rv, eps):
+        from bncourse.checks.ch5_cnn import _train_form_with
+        return (_train_form_with(d, x, g, rm, rv, eps),) + _eval_bwd(d, x, g, rm, rv, eps)[1:]
+    _fails("ch5_eval_backward", train_form_running, "evaluated with the running statistics")
+
+    def by_variance(d, x, g, rm, rv, eps):
+        dx = d * (g / (rv + eps)).reshape(1, -1, 1, 1)
+        return (dx,) + _eval_bwd(d, x, g, rm, rv, eps)[1:]
+    _fails("ch5_eval_backward", by_variance, "instead of the standard deviation")
+
+    def gamma_last_axis(d, x, g, rm, rv, eps):
+        if x.shape[3] != x.shape[1]:
+            return _eval_bwd(d, x, g, rm, rv, eps)
+        return (d * g / np.sqrt(rv + eps),) + _eval_bwd(d, x, g, rm, rv, eps)[1:]
+    _fails("ch5_eval_backward", gamma_last_axis, "channel axis 1")
+
+    def dgamma_axis0(d, x, g, rm, rv, eps):
+        dx, _, db = _eval_bwd(d, x, g, rm, rv, eps)
+        xh = (x - rm.reshape(1, -1, 1, 1)) / np.sqrt(rv + eps).reshape(1, -1, 1, 1)
+        return dx, (d * xh).sum(axis=0), db
+    _fails("ch5_eval_backward", dgamma_axis0, "dgamma", "axis=(0, 2, 3)")
+
+    def dgamma_with_x(d, x, g, rm, rv, eps):
+        dx, _, db = _eval_bwd(d, x, g, rm, rv, eps)
+        return dx, (d * x).sum(axis=(0, 2, 3)), db
+    _fails("ch5_eval_backward", dgamma_with_x, "dgamma uses x instead of x_hat")
+
+    def swapped(d, x, g, rm, rv, eps):
+        dx, dg, db = _eval_bwd(d, x, g, rm, rv, eps)
+        return dx, db, dg
+    _fails("ch5_eval_backward", swapped, "swapped")

@@ -254,3 +254,58 @@ def test_debug_seq_norm_mistakes():
         x -= x.mean(-1, keepdims=True)
         return layer_norm_seq(x, g, b, eps)
     check_fails("ch6_debug_seq_norm", in_place, "in place")
+
+
+def test_in_place_mutation_is_named_in_every_ch6_function_exercise():
+    def gn_in_place(x, G, gamma, beta, eps):
+        out = group_norm(x, G, gamma, beta, eps)
+        x[...] = out
+        return out
+    check_fails("ch6_group_norm", gn_in_place, "changed x in place")
+
+    def lnb_in_place(dout, x, gamma, eps):
+        out = _ln_numpy(dout, x, gamma, eps)
+        dout *= 2
+        return out
+    check_fails("ch6_layer_norm_backward", lnb_in_place, "changed dout in place")
+
+
+def test_layer_norm_backward_remaining_mistakes():
+    def no_gamma(d, x, g, e):
+        return (_ln_numpy(d, x, np.ones_like(g), e)[0],) + _ln_numpy(d, x, g, e)[1:]
+    check_fails("ch6_layer_norm_backward", no_gamma, "forgets gamma")
+
+    def dbeta_rows(d, x, g, e):
+        dx, dg, _ = _ln_numpy(d, x, g, e)
+        return dx, dg, d.sum(axis=1)
+    check_fails("ch6_layer_norm_backward", dbeta_rows, "dbeta is summed over the features")
+
+    def dbeta_unsummed(d, x, g, e):
+        dx, dg, _ = _ln_numpy(d, x, g, e)
+        return dx, dg, d.copy()
+    check_fails("ch6_layer_norm_backward", dbeta_unsummed, "dbeta is not summed")
+
+    def dgamma_bn_stats(d, x, g, e):
+        dx, _, db = _ln_numpy(d, x, g, e)
+        xh = (x - x.mean(0)) / np.sqrt(x.var(0) + e)
+        return dx, (d * xh).sum(axis=0), db
+    check_fails("ch6_layer_norm_backward", dgamma_bn_stats, "statistics of batch norm")
+
+    def dgamma_x(d, x, g, e):
+        dx, _, db = _ln_numpy(d, x, g, e)
+        return dx, (d * x).sum(axis=0), db
+    check_fails("ch6_layer_norm_backward", dgamma_x, "dgamma uses x instead of x_hat")
+
+    def dgamma_default_eps(d, x, g, e):
+        dx, _, db = _ln_numpy(d, x, g, e)
+        return dx, _ln_numpy(d, x, g, 1e-5)[1], db
+    check_fails("ch6_layer_norm_backward", dgamma_default_eps, "eps = 1e-5 instead of the eps it is given")
+
+
+def test_predict_batch_dependence_every_left_out_layer_is_explained():
+    check_fails("ch6_predict_batch_dependence", "CDE", "group norm takes its statistics per sample")
+    check_fails("ch6_predict_batch_dependence", "BCE", "instance norm takes its statistics per sample and channel")
+
+
+def test_debug_seq_norm_without_gamma_beta_is_named():
+    check_fails("ch6_debug_seq_norm", lambda x, g, b, eps: layer_norm_seq(x, 1.0, 0.0, eps), "gamma and beta are missing")

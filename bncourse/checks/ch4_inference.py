@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 
 from .core import CheckFailure, Exercise, expect, expect_array, expect_scalar, register
-from .predict_ch456 import PredictChoice, PredictNumber
+from .predict_ch456 import PredictChoice, PredictNumber, call_watching, in_place_message
 
 __all__ = [
     "RunningUpdate", "ConvertMomentum", "BiasCorrectedEMA", "PopulationStats", "FoldBN", "FoldLinear",
@@ -251,7 +251,8 @@ class BiasCorrectedEMA(Exercise):
                 for t, d, a in ((12, 3, 0.9), (30, 2, 0.99), (8, 4, 0.5), (1, 2, 0.9), (self.LONG, 2, 0.5))]
 
     def run(self, fn, case):
-        return {"out": _to_numpy(fn(case["values"], case["alpha"]))}
+        out, changed = call_watching(fn, {"values": case["values"], "alpha": case["alpha"]})
+        return {"out": _to_numpy(out), "changed": changed}
 
     def verify(self, case, result):
         v, a = case["values"], case["alpha"]
@@ -277,6 +278,7 @@ class BiasCorrectedEMA(Exercise):
             "you returned only the final average; return the whole trajectory, one row per step, shape (T, D)":
                 lambda: want[-1],
         })
+        expect(not result.get("changed"), in_place_message(result.get("changed", "")))
 
 
 # --------------------------------------------------------------------------------------------
@@ -333,10 +335,12 @@ class PopulationStats(Exercise):
         return out
 
     def run(self, fn, case):
-        batches = _OnePass(b.copy() for b in _split(case["x"], case["batch_size"]))
+        given = [b.copy() for b in _split(case["x"], case["batch_size"])]
+        batches = _OnePass(iter(given))
         res = fn(batches)
         mean, var = _pair(res, "population_stats", ("mean", "var"))
-        return {"mean": _to_numpy(mean), "var": _to_numpy(var)}
+        modified = any(not np.array_equal(b, o) for b, o in zip(given, _split(case["x"], case["batch_size"])))
+        return {"mean": _to_numpy(mean), "var": _to_numpy(var), "changed": "a batch" if modified else ""}
 
     def verify(self, case, result):
         x, bs = case["x"], case["batch_size"]
@@ -365,6 +369,8 @@ class PopulationStats(Exercise):
                 lambda: (sizes[:, None] * np.array([b.var(axis=0) for b in batches])).sum(0) / (n - 1),
             "you returned the standard deviation instead of the variance": np.sqrt(want_var),
         })
+        expect(not result.get("changed"), in_place_message(result.get("changed", "")) + " (a DataLoader may hand "
+               "out views of the dataset: subtracting in place would change the data itself)")
 
 
 def _precision(got: Any, want: np.ndarray, x: np.ndarray, what: str = "var") -> None:
@@ -394,9 +400,12 @@ def _affine(gamma, beta, mean, var, eps):
     return a, beta - a * mean
 
 
-def _bn_case(rng, d, eps):
+def _bn_case(rng, d, eps, constant_feature=False):
+    var = rng.uniform(0.01, 4.0, size=d)
+    if constant_feature:
+        var[0] = 0.0                  # a feature that was constant in training: only eps keeps a finite
     return {"gamma": rng.normal(1.0, 0.5, size=d), "beta": rng.normal(size=d),
-            "running_mean": rng.normal(size=d) * 3, "running_var": rng.uniform(0.01, 4.0, size=d), "eps": eps}
+            "running_mean": rng.normal(size=d) * 3, "running_var": var, "eps": eps}
 
 
 @register
@@ -412,14 +421,19 @@ class FoldBN(Exercise):
     )
 
     def cases(self, rng):
-        return [_bn_case(rng, d, eps) for d, eps in ((4, 1e-5), (3, 1e-3), (6, 0.5))]
+        return [_bn_case(rng, d, eps, constant) for d, eps, constant in
+                ((4, 1e-5, False), (3, 1e-3, False), (6, 0.5, False), (5, 1e-5, True))]
 
     def run(self, fn, case):
-        res = fn(case["gamma"], case["beta"], case["running_mean"], case["running_var"], case["eps"])
+        res, changed = call_watching(fn, {k: case[k] for k in ("gamma", "beta", "running_mean", "running_var", "eps")})
         a, b = _pair(res, "fold_bn", ("a", "b"))
-        return {"a": _to_numpy(a), "b": _to_numpy(b)}
+        return {"a": _to_numpy(a), "b": _to_numpy(b), "changed": changed}
 
     def verify(self, case, result):
+        with np.errstate(divide="ignore", invalid="ignore"):        # a mistake without eps divides by sqrt(0)
+            self._verify(case, result)
+
+    def _verify(self, case, result):
         g, be, m, v, eps = (case[k] for k in ("gamma", "beta", "running_mean", "running_var", "eps"))
         a, b = _affine(g, be, m, v, eps)
         expect_array("a", result["a"], a, rtol=1e-9, atol=1e-12, mistakes={
@@ -437,6 +451,7 @@ class FoldBN(Exercise):
             "the running mean was divided by the standard deviation but not multiplied by gamma: "
             "b = beta - a * running_mean with a = gamma / sqrt(running_var + eps)": be - m / np.sqrt(v + eps),
         })
+        expect(not result.get("changed"), in_place_message(result.get("changed", "")))
 
 
 @register
@@ -461,8 +476,8 @@ class FoldLinear(Exercise):
 
     def run(self, fn, case):
         try:
-            res = fn(case["W"], case["c"], case["gamma"], case["beta"], case["running_mean"], case["running_var"],
-                     case["eps"])
+            res, changed = call_watching(fn, {k: case[k] for k in ("W", "c", "gamma", "beta", "running_mean",
+                                                                   "running_var", "eps")})
         except ValueError as e:
             if "broadcast" not in str(e):
                 raise
@@ -470,7 +485,7 @@ class FoldLinear(Exercise):
                 f"your code raised ValueError: {e}. W has shape (D_out, D_in) and a has shape (D_out,): to scale "
                 f"the rows of W (its outputs) write a[:, None] * W; W * a would scale the columns of W") from e
         W2, c2 = _pair(res, "fold_linear", ("W_folded", "c_folded"))
-        return {"W_folded": _to_numpy(W2), "c_folded": _to_numpy(c2)}
+        return {"W_folded": _to_numpy(W2), "c_folded": _to_numpy(c2), "changed": changed}
 
     def verify(self, case, result):
         W, c = case["W"], case["c"]
@@ -485,6 +500,7 @@ class FoldLinear(Exercise):
             "the old bias must be scaled too: c_folded = a * c + b (you used c + b)": c + b,
             "c_folded = a * c + b: you forgot to add b": a * c,
         })
+        expect(not result.get("changed"), in_place_message(result.get("changed", "")))
 
 
 # --------------------------------------------------------------------------------------------

@@ -31,7 +31,7 @@ import numpy as np
 from .ch3_batchnorm import _NUMPY_REFERENCES, _as_numpy, record_module_steps, _backward_generic, _unpack, backward_mistakes, \
     forward_mistakes, normalize
 from .core import CheckFailure, Exercise, describe_value, expect, expect_array, register
-from .predict_ch456 import PredictNumber
+from .predict_ch456 import PredictNumber, call_watching, in_place_message
 
 __all__ = ["SpatialForward", "SpatialBackward", "BatchNorm2dModule", "FoldConv", "EvalBackward", "PredictBias",
            "DebugBatchNorm2d", "spatial_mistakes", "fold_reference", "fold_mistakes"]
@@ -100,18 +100,19 @@ class SpatialForward(Exercise):
 
     def run(self, fn, case):
         try:
-            ret = fn(case["x"], case["gamma"], case["beta"], case["eps"])
+            ret, changed = call_watching(fn, {k: case[k] for k in ("x", "gamma", "beta", "eps")})
         except ValueError as e:
             _broadcast_hint(e)
             raise
         out, _cache = _unpack(ret, "spatial_batchnorm_forward", ("out", "cache"))
-        return {"out": out}
+        return {"out": out, "changed": changed}
 
     def verify(self, case, result):
         from bncourse.bn_numpy import batchnorm_forward
         x, gamma, beta, eps = case["x"], case["gamma"], case["beta"], case["eps"]
         want, _ = batchnorm_forward(x, gamma, beta, eps)
         expect_array("out", result["out"], want, rtol=1e-6, atol=1e-8, mistakes=spatial_mistakes(x, gamma, beta, eps))
+        expect(not result.get("changed"), in_place_message(result.get("changed", "")))
 
 
 def _dx_with_count(dout, x, gamma, eps, m):
@@ -147,12 +148,12 @@ class SpatialBackward(Exercise):
 
     def run(self, fn, case):
         try:
-            ret = fn(case["dout"], case["x"], case["gamma"], case["eps"])
+            ret, changed = call_watching(fn, {k: case[k] for k in ("dout", "x", "gamma", "eps")})
         except ValueError as e:
             _broadcast_hint(e)
             raise
         dx, dgamma, dbeta = _unpack(ret, "spatial_batchnorm_backward", ("dx", "dgamma", "dbeta"))
-        return {"dx": dx, "dgamma": dgamma, "dbeta": dbeta}
+        return {"dx": dx, "dgamma": dgamma, "dbeta": dbeta, "changed": changed}
 
     def verify(self, case, result):
         from bncourse.bn_numpy import batchnorm_backward, batchnorm_forward
@@ -180,6 +181,7 @@ class SpatialBackward(Exercise):
         expect_array("dbeta", result["dbeta"], dbeta, rtol=1e-6, atol=1e-9, mistakes=mistakes["dbeta"])
         expect_array("dgamma", result["dgamma"], dgamma, rtol=1e-6, atol=1e-9, mistakes=mistakes["dgamma"])
         expect_array("dx", result["dx"], dx, rtol=1e-6, atol=1e-9, mistakes=mistakes["dx"])
+        expect(not result.get("changed"), in_place_message(result.get("changed", "")))
 
 
 # --------------------------------------------------------------------------------------------
@@ -388,18 +390,20 @@ class FoldConv(Exercise):
 
     def cases(self, rng):
         out = []
-        for c_out, c_in, k, eps in ((3, 3, 3, 1e-5), (4, 2, 1, 0.1), (5, 1, 5, 1e-3)):   # first: C_out == C_in
+        for c_out, c_in, k, eps in ((3, 3, 3, 1e-5), (4, 2, 1, 0.1), (5, 1, 5, 1e-3), (3, 2, 3, 1e-5)):
+            # the first has C_out == C_in; the last a channel that was constant in training (running_var 0)
             out.append({
                 "weight": rng.normal(size=(c_out, c_in, k, k)), "bias": rng.normal(size=c_out),
                 "gamma": rng.uniform(0.5, 2.0, size=c_out) * rng.choice([-1.0, 1.0], size=c_out),
                 "beta": rng.normal(size=c_out), "running_mean": rng.normal(size=c_out) * 2,
-                "running_var": rng.uniform(0.05, 4.0, size=c_out), "eps": eps})
+                "running_var": rng.uniform(0.05, 4.0, size=c_out) * (np.arange(c_out) > 0 if len(out) == 3 else 1.0),
+                "eps": eps})
         return out
 
     def run(self, fn, case):
         try:
-            ret = fn(case["weight"], case["bias"], case["gamma"], case["beta"], case["running_mean"],
-                     case["running_var"], case["eps"])
+            ret, changed = call_watching(fn, {k: case[k] for k in ("weight", "bias", "gamma", "beta", "running_mean",
+                                                                   "running_var", "eps")})
         except ValueError as e:
             if "broadcast" in str(e):
                 raise CheckFailure("the per-channel factor a = gamma / sqrt(running_var + eps) has shape (C_out,); "
@@ -407,15 +411,20 @@ class FoldConv(Exercise):
                                    f"(NumPy said: {e})") from None
             raise
         w, b = _unpack(ret, "fold_bn_into_conv", ("folded_weight", "folded_bias"))
-        return {"weight": w, "bias": b}
+        return {"weight": w, "bias": b, "changed": changed}
 
     def verify(self, case, result):
+        with np.errstate(divide="ignore", invalid="ignore"):        # a mistake without eps divides by sqrt(0)
+            self._verify(case, result)
+
+    def _verify(self, case, result):
         args = (case["weight"], case["bias"], case["gamma"], case["beta"], case["running_mean"],
                 case["running_var"], case["eps"])
         w, b = fold_reference(*args)
         mistakes = fold_mistakes(*args)
         expect_array("folded_weight", result["weight"], w, rtol=1e-6, atol=1e-9, mistakes=mistakes["weight"])
         expect_array("folded_bias", result["bias"], b, rtol=1e-6, atol=1e-9, mistakes=mistakes["bias"])
+        expect(not result.get("changed"), in_place_message(result.get("changed", "")))
 
 
 # --------------------------------------------------------------------------------------------
@@ -455,12 +464,13 @@ class EvalBackward(Exercise):
 
     def run(self, fn, case):
         try:
-            ret = fn(case["dout"], case["x"], case["gamma"], case["running_mean"], case["running_var"], case["eps"])
+            ret, changed = call_watching(fn, {k: case[k] for k in ("dout", "x", "gamma", "running_mean",
+                                                                   "running_var", "eps")})
         except ValueError as e:
             _broadcast_hint(e)
             raise
         dx, dgamma, dbeta = _unpack(ret, "eval_batchnorm_backward", ("dx", "dgamma", "dbeta"))
-        return {"dx": dx, "dgamma": dgamma, "dbeta": dbeta}
+        return {"dx": dx, "dgamma": dgamma, "dbeta": dbeta, "changed": changed}
 
     def verify(self, case, result):
         dout, x, gamma, rm, rv, eps = (case[k] for k in ("dout", "x", "gamma", "running_mean", "running_var", "eps"))
@@ -482,6 +492,8 @@ class EvalBackward(Exercise):
             "dgamma uses x instead of x_hat: dgamma = sum(dout * x_hat)": lambda: (dout * x).sum(axis=(0, 2, 3)),
             "eps is missing from x_hat: x_hat = (x - running_mean) / sqrt(running_var + eps)":
                 lambda: (dout * (x - rm.reshape(shape)) / np.sqrt(rv).reshape(shape)).sum(axis=(0, 2, 3)),
+            "dgamma uses an x_hat computed with eps = 1e-5 instead of the eps it is given":
+                lambda: (dout * (x - rm.reshape(shape)) / np.sqrt(rv + 1e-5).reshape(shape)).sum(axis=(0, 2, 3)),
             "dgamma and dbeta are swapped: dgamma = sum(dout * x_hat), dbeta = sum(dout)": lambda: dbeta,
         })
         expect_array("dx", result["dx"], dx, rtol=1e-6, atol=1e-9, mistakes={
@@ -496,8 +508,11 @@ class EvalBackward(Exercise):
             "eps)": lambda: dout * (gamma / (rv + eps)).reshape(shape),
             "eps is missing: dx = dout * gamma / sqrt(running_var + eps)":
                 lambda: dout * (gamma / np.sqrt(rv)).reshape(shape),
+            "your dx ignores the eps it is given and uses 1e-5 (a default argument or a constant)":
+                lambda: dout * (gamma / np.sqrt(rv + 1e-5)).reshape(shape),
             _GAMMA_AXIS: lambda: dout * gamma / np.sqrt(rv + eps) if x.shape[3] == x.shape[1] else None,
         })
+        expect(not result.get("changed"), in_place_message(result.get("changed", "")))
 
 
 def _train_form_with(dout, x, gamma, rm, rv, eps):

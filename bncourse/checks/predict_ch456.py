@@ -142,3 +142,26 @@ class PredictChoice(Exercise):
         parts += [f"one you left out is true: {self.wrongly_left_out.get(ch, 'run the experiment below')}"
                   for ch in missing]
         raise CheckFailure(f"you chose {got}; " + "; ".join(parts))
+
+
+# --------------------------------------------------------------------------------------------
+# In-place mutation of the caller's arrays (shared by the exercises of chapters 4-6)
+# --------------------------------------------------------------------------------------------
+def call_watching(fn: Any, args: dict[str, Any]) -> tuple[Any, str]:
+    """Call ``fn(*args.values())``; return its result and the names of the array arguments it modified in place.
+
+    ``args`` maps the argument names the student sees (``"x"``, ``"gamma"``) to the values passed, in order.
+    The names come back comma-separated (``""`` when nothing changed), a plain string for the grader's wire.
+    """
+    before = {k: v.copy() for k, v in args.items() if isinstance(v, np.ndarray)}
+    ret = fn(*args.values())
+    changed = [k for k, v in before.items() if not np.array_equal(args[k], v, equal_nan=True)]
+    return ret, ", ".join(changed)
+
+
+def in_place_message(changed: str) -> str:
+    """The failure message for :func:`call_watching`'s names (empty string: no failure)."""
+    if not changed:
+        return ""
+    return (f"your function changed {changed} in place (the caller's array{'s' if ',' in changed else ''}); compute "
+            f"new arrays instead (x - mu, not x -= mu; np.sum(...) into a new name) and leave the inputs as they were")
