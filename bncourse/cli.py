@@ -5,6 +5,7 @@
                    [--cell-timeout S] [--total-timeout S] [--seed N] [--assignment NAME]
                    [--memory-limit GIB] [--no-sandbox]
     bncourse gradescope ASSIGNMENT [--solutions solutions/] [--out ZIP] [--sandbox auto|always|never]
+    bncourse get-data fashion-mnist [--dest DIR] [--url URL]
 """
 from __future__ import annotations
 
@@ -44,8 +45,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     from .grading.cli import add_grade_parser
     from .grading.gradescope import add_gradescope_parser
+    from .get_data import add_get_data_parser
     add_grade_parser(sub)
     add_gradescope_parser(sub)
+    add_get_data_parser(sub)
     return parser
 
 

@@ -6,8 +6,8 @@ Three kinds of data live here:
    :func:`load_wine`, :func:`load_breast_cancer`, :func:`load_digits_images`, plus a seeded
    :func:`train_test_split`. Wine and breast cancer have features on wildly different scales,
    which is exactly the situation normalization is for.
-2. **Small seeded synthetic generators**: :func:`make_elongated_regression`, :func:`make_blobs`,
-   :func:`make_two_moons`, :func:`make_stream`. The same seed gives the same arrays on every machine.
+2. **A seeded synthetic stream** for chapter 4's moving averages: :func:`make_stream`. The same
+   seed gives the same arrays on every machine.
 3. **Fashion-MNIST** for the LeNet experiment: :func:`load_fashion_mnist` and
    :func:`fashion_mnist_loaders`. The gzipped IDX files are parsed here (no torchvision).
    They are looked for, in order, in
@@ -17,9 +17,9 @@ Three kinds of data live here:
    c. Debian/Ubuntu's package ``dataset-fashion-mnist``: ``/usr/share/datasets/fashion-mnist/``;
    d. the user cache ``$XDG_CACHE_HOME/bncourse/fashion-mnist`` (default ``~/.cache/...``).
 
-   Only if none has the files, and ``download=True`` (or ``BNCOURSE_ALLOW_DOWNLOAD=1``), are they
-   downloaded into the user cache and checked against their SHA-256. Nothing touches the network
-   otherwise.
+   Nothing here touches the network. Where no place has the files, the error says how to get
+   them, one way being ``bncourse get-data fashion-mnist`` (:mod:`bncourse.get_data`), which
+   downloads them into the user cache and checks their SHA-256.
 
 Letters follow the rest of the course: N examples, D features, C channels, H, W spatial.
 """
@@ -28,14 +28,10 @@ from __future__ import annotations
 
 import functools
 import gzip
-import hashlib
 import os
-import tempfile
-import urllib.error
-import urllib.request
 import zlib
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Sequence
 
 import numpy as np
 
@@ -46,23 +42,17 @@ __all__ = [
     "load_digits_images",
     "train_test_split",
     # synthetic
-    "make_elongated_regression",
-    "make_blobs",
-    "make_two_moons",
     "make_stream",
     # Fashion-MNIST
     "FASHION_MNIST_CLASSES",
     "FASHION_MNIST_FILES",
     "FASHION_MNIST_SHA256",
-    "DEFAULT_FASHION_MNIST_URL",
     "DEBIAN_FASHION_MNIST_DIR",
     "FashionMNISTNotFoundError",
-    "ChecksumError",
     "IDXFormatError",
     "read_idx",
     "fashion_mnist_search_dirs",
     "fashion_mnist_cache_dir",
-    "download_fashion_mnist",
     "load_fashion_mnist",
     "fashion_mnist_loaders",
     "clear_cache",
@@ -158,96 +148,6 @@ def train_test_split(
 # --------------------------------------------------------------------------------------------
 
 
-def make_elongated_regression(
-    n: int = 200, scales: Sequence[float] = (1.0, 10.0), seed: int = 0, noise: float = 0.1
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Linear-regression data whose features have very different scales.
-
-    Feature j is drawn from N(0, scales[j]^2). The true weights are ``w_j = u_j / scales[j]`` with
-    ``u ~ N(0, 1)``, so every feature contributes about equally to y, and
-    ``y = X @ w_true + noise * eps`` with ``eps ~ N(0, 1)``. The mean-squared-error loss has Hessian
-    about ``2 * diag(scales) ** 2``: its contours in w-space are ellipses elongated by the ratio of
-    the scales. Standardizing the columns makes them (nearly) round.
-
-    Args:
-        n: number of examples N.
-        scales: D standard deviations, one per feature.
-        seed: seed of ``numpy.random.default_rng``.
-        noise: standard deviation of the additive noise on y.
-
-    Returns:
-        X: float64 array of shape (N, D).
-        y: float64 array of shape (N,).
-        w_true: float64 array of shape (D,).
-    """
-    scales = np.asarray(scales, dtype=np.float64)
-    if scales.ndim != 1 or scales.size == 0 or np.any(scales <= 0):
-        raise ValueError(f"scales must be a non-empty 1-D sequence of positive numbers; got {scales}")
-    if n < 1:
-        raise ValueError(f"n must be positive; got {n}")
-    rng = np.random.default_rng(seed)
-    D = scales.size
-    X = rng.standard_normal((n, D)) * scales  # (N, D)
-    w_true = rng.standard_normal(D) / scales  # (D,)
-    y = X @ w_true + noise * rng.standard_normal(n)  # (N,)
-    return X, y, w_true
-
-
-def make_blobs(
-    n: int = 300, d: int = 2, classes: int = 3, seed: int = 0, spread: float = 1.0
-) -> tuple[np.ndarray, np.ndarray]:
-    """Gaussian blobs for classification: one isotropic Gaussian per class.
-
-    Class centres are drawn from N(0, 4^2 I); each point is its centre plus N(0, spread^2 I).
-    The classes are balanced (sizes differ by at most one) and the order is shuffled.
-
-    Args:
-        n: number of examples N.
-        d: number of features D.
-        classes: number of classes K.
-        seed: seed of ``numpy.random.default_rng``.
-        spread: standard deviation of each blob.
-
-    Returns:
-        X: float64 array of shape (N, D).
-        y: int64 array of shape (N,), values 0..K-1.
-    """
-    if n < 1 or d < 1 or classes < 1:
-        raise ValueError(f"n, d and classes must be positive; got n={n}, d={d}, classes={classes}")
-    rng = np.random.default_rng(seed)
-    centres = 4.0 * rng.standard_normal((classes, d))  # (K, D)
-    y = rng.permutation(np.arange(n) % classes).astype(np.int64)  # (N,)
-    X = centres[y] + spread * rng.standard_normal((n, d))  # (N, D)
-    return X, y
-
-
-def make_two_moons(n: int = 200, noise: float = 0.1, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Two interleaving half circles, a classic non-linearly-separable toy set.
-
-    Args:
-        n: number of examples N (class 0 gets ``ceil(N / 2)``, class 1 the rest).
-        noise: standard deviation of Gaussian noise added to each coordinate.
-        seed: seed of ``numpy.random.default_rng``.
-
-    Returns:
-        X: float64 array of shape (N, 2).
-        y: int64 array of shape (N,), values 0 and 1, in shuffled order.
-    """
-    if n < 2:
-        raise ValueError(f"n must be at least 2; got {n}")
-    rng = np.random.default_rng(seed)
-    n0 = (n + 1) // 2
-    n1 = n - n0
-    t0 = np.linspace(0.0, np.pi, n0)
-    t1 = np.linspace(0.0, np.pi, n1)
-    upper = np.stack([np.cos(t0), np.sin(t0)], axis=1)  # (n0, 2)
-    lower = np.stack([1.0 - np.cos(t1), 0.5 - np.sin(t1)], axis=1)  # (n1, 2)
-    X = np.concatenate([upper, lower]) + noise * rng.standard_normal((n, 2))  # (N, 2)
-    y = np.concatenate([np.zeros(n0, np.int64), np.ones(n1, np.int64)])  # (N,)
-    perm = rng.permutation(n)
-    return X[perm], y[perm]
-
-
 def make_stream(n: int = 200, seed: int = 0, noise: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
     """A noisy 1-D stream, for moving-average (running statistics) plots.
 
@@ -304,27 +204,17 @@ FASHION_MNIST_SHA256: dict[str, str] = {
     "train-labels-idx1-ubyte.gz": "0ae29f65d86684f32d1b9c85147786c547b9c6aebcaf235f0400a0cce308b056",
 }
 
-#: Zalando's official mirror. Plain http, which is why every download is checked by SHA-256.
-#: (The same files are also at https://github.com/zalandoresearch/fashion-mnist/raw/master/data/fashion/.)
-DEFAULT_FASHION_MNIST_URL = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
-
 #: Where Debian/Ubuntu's ``dataset-fashion-mnist`` package installs the files.
 DEBIAN_FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 
 ENV_DIR = "BNCOURSE_FASHION_MNIST"
-ENV_ALLOW_DOWNLOAD = "BNCOURSE_ALLOW_DOWNLOAD"
-ENV_URL = "BNCOURSE_FASHION_MNIST_URL"
 
 # IDX magic numbers: two zero bytes, a type code (0x08 = unsigned byte), the number of dims.
 _IDX_MAGIC = {1: 2049, 3: 2051}  # ndim -> magic (labels, images)
 
 
 class FashionMNISTNotFoundError(FileNotFoundError):
-    """No copy of Fashion-MNIST could be found (or downloaded). The message says how to get one."""
-
-
-class ChecksumError(ValueError):
-    """A downloaded file's SHA-256 differs from the expected one."""
+    """No copy of Fashion-MNIST could be found. The message says how to get one."""
 
 
 class IDXFormatError(ValueError):
@@ -431,10 +321,10 @@ def _find_split(split: str, data_dir) -> tuple[tuple[Path, Path] | None, list[st
     return None, searched
 
 
-def _not_found_message(split: str, searched: list[str], reason: str) -> str:
+def _not_found_message(split: str, searched: list[str]) -> str:
     names = ", ".join(FASHION_MNIST_FILES[split])
     lines = [
-        f"Fashion-MNIST ({split!r} split: {names}) not found. {reason}",
+        f"Fashion-MNIST ({split!r} split: {names}) not found. The course never downloads behind your back.",
         "Searched:",
         *[f"  - {place}" for place in searched],
         "Ways to get the data:",
@@ -442,100 +332,9 @@ def _not_found_message(split: str, searched: list[str], reason: str) -> str:
         f"{DEBIAN_FASHION_MNIST_DIR})",
         f"  - put the four .gz files in a directory and set {ENV_DIR}=/that/directory "
         "(or pass data_dir=...)",
-        f"  - allow a download into the user cache: load_fashion_mnist(..., download=True) or "
-        f"{ENV_ALLOW_DOWNLOAD}=1 (source: ${ENV_URL} or {DEFAULT_FASHION_MNIST_URL})",
+        "  - download them once into the user cache (checked by SHA-256): bncourse get-data fashion-mnist",
     ]
     return "\n".join(lines)
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _download_one(url: str, dest: Path, sha256: str, timeout: float, progress: bool) -> None:
-    """Fetch ``url`` into a temp file next to ``dest``, check its SHA-256, rename into place."""
-    from tqdm.auto import tqdm
-
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
-    tmp = Path(tmp_name)
-    try:
-        digest = hashlib.sha256()
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as response:
-            total = response.headers.get("Content-Length")
-            with tqdm(
-                total=int(total) if total else None,
-                unit="B",
-                unit_scale=True,
-                unit_divisor=1024,
-                desc=dest.name,
-                disable=not progress,
-                leave=False,
-            ) as bar:
-                for chunk in iter(lambda: response.read(1 << 16), b""):
-                    out.write(chunk)
-                    digest.update(chunk)
-                    bar.update(len(chunk))
-        got = digest.hexdigest()
-        if got != sha256.lower():
-            raise ChecksumError(
-                f"checksum mismatch for {dest.name} from {url}: expected SHA-256 {sha256.lower()}, "
-                f"got {got}. The partial file was deleted."
-            )
-        os.replace(tmp, dest)  # atomic on one filesystem: readers never see half a file
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def download_fashion_mnist(
-    split: str | None = None,
-    *,
-    dest_dir: str | os.PathLike | None = None,
-    base_url: str | None = None,
-    checksums: Mapping[str, str] | None = None,
-    timeout: float = 30.0,
-    progress: bool = True,
-) -> Path:
-    """Download Fashion-MNIST files into ``dest_dir`` (default: the user cache), checking SHA-256.
-
-    Files already present with the right checksum are not fetched again.
-
-    Args:
-        split: "train", "test", or None for both.
-        dest_dir: target directory; default :func:`fashion_mnist_cache_dir`.
-        base_url: where the files live; default ``$BNCOURSE_FASHION_MNIST_URL`` or
-            :data:`DEFAULT_FASHION_MNIST_URL`. The file name is appended.
-        checksums: file name -> SHA-256 hex; default :data:`FASHION_MNIST_SHA256`. A file with no
-            entry is refused (nothing unverified is ever written into the cache).
-        timeout: seconds for connecting and for each read.
-        progress: show a tqdm progress bar per file.
-
-    Returns:
-        The directory the files are in.
-
-    Raises:
-        ChecksumError: a file's hash differs (the partial file is deleted).
-        urllib.error.URLError, OSError, TimeoutError: the server could not be reached.
-    """
-    splits = list(FASHION_MNIST_FILES) if split is None else [_check_split(split)]
-    dest = Path(dest_dir) if dest_dir is not None else fashion_mnist_cache_dir()
-    base = base_url or os.environ.get(ENV_URL) or DEFAULT_FASHION_MNIST_URL
-    if not base.endswith("/"):
-        base += "/"
-    checksums = FASHION_MNIST_SHA256 if checksums is None else checksums
-    for s in splits:
-        for name in FASHION_MNIST_FILES[s]:
-            if name not in checksums:
-                raise ValueError(f"no SHA-256 given for {name}; refusing to download it unverified")
-            target = dest / name
-            if target.is_file() and _sha256(target) == checksums[name].lower():
-                continue
-            _download_one(base + name, target, checksums[name], timeout, progress)
-    return dest
 
 
 def _check_split(split: str) -> str:
@@ -572,19 +371,13 @@ def load_fashion_mnist(
     normalize: bool = True,
     limit: int | None = None,
     data_dir: str | os.PathLike | None = None,
-    download: bool | None = None,
-    base_url: str | None = None,
-    checksums: Mapping[str, str] | None = None,
-    timeout: float = 30.0,
-    progress: bool = True,
 ):
-    """Load a Fashion-MNIST split as torch tensors, without a network unless allowed.
+    """Load a Fashion-MNIST split from disk as torch tensors (never from the network).
 
     Search order: ``data_dir``, ``$BNCOURSE_FASHION_MNIST``, Debian's
-    ``/usr/share/datasets/fashion-mnist/``, the user cache. ``data_dir`` and the environment variable
-    are explicit choices, so if either is set but lacks the files, that is an error. If no place has
-    the files and downloading is allowed (``download=True``, or ``download=None`` with
-    ``BNCOURSE_ALLOW_DOWNLOAD=1``), they are downloaded into the user cache and checked by SHA-256.
+    ``/usr/share/datasets/fashion-mnist/``, the user cache (where ``bncourse get-data fashion-mnist``
+    puts them). ``data_dir`` and the environment variable are explicit choices, so if either is set
+    but lacks the files, that is an error.
 
     Decoded arrays are cached in-process: loading the same split twice decodes it once.
 
@@ -593,8 +386,6 @@ def load_fashion_mnist(
         normalize: if True, images are float32 in [0, 1] (pixel / 255); if False, raw uint8 0..255.
         limit: keep only the first ``limit`` examples.
         data_dir: a directory holding the files (looked at first).
-        download: True / False, or None to follow ``$BNCOURSE_ALLOW_DOWNLOAD``.
-        base_url, checksums, timeout, progress: passed to :func:`download_fashion_mnist`.
 
     Returns:
         images: tensor of shape (N, C, H, W) = (N, 1, 28, 28), float32 in [0, 1] (or uint8).
@@ -602,9 +393,8 @@ def load_fashion_mnist(
         The tensors are fresh copies; changing them does not change the cache.
 
     Raises:
-        FashionMNISTNotFoundError: no copy found and none could be downloaded; the message lists
-            the places searched and every way to get the data.
-        ChecksumError: a download did not match its SHA-256.
+        FashionMNISTNotFoundError: no copy found; the message lists the places searched and every
+            way to get the data.
         IDXFormatError: a file is corrupt or truncated.
     """
     import torch
@@ -614,25 +404,8 @@ def load_fashion_mnist(
         raise ValueError(f"limit must be non-negative or None; got {limit}")
     found, searched = _find_split(split, data_dir)
     if found is None:
-        if download is None:
-            download = os.environ.get(ENV_ALLOW_DOWNLOAD, "").strip().lower() in ("1", "true", "yes")
-        if not download:
-            raise FashionMNISTNotFoundError(
-                _not_found_message(split, searched, "Downloading is off (the default).")
-            )
-        try:
-            dest = download_fashion_mnist(
-                split, base_url=base_url, checksums=checksums, timeout=timeout, progress=progress
-            )
-        except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
-            # HTTPError is a URLError too: a 404 is as useless as no network.
-            reason = getattr(exc, "reason", exc)
-            raise FashionMNISTNotFoundError(
-                _not_found_message(split, searched, f"The download failed: {reason}.")
-            ) from exc
-        images_path, labels_path = (dest / name for name in FASHION_MNIST_FILES[split])
-    else:
-        images_path, labels_path = found
+        raise FashionMNISTNotFoundError(_not_found_message(split, searched))
+    images_path, labels_path = found
 
     images, labels = _decode_cached(
         str(images_path), str(labels_path), _stamp(images_path, labels_path)
@@ -658,7 +431,6 @@ def fashion_mnist_loaders(
     limit_test: int | None = None,
     num_workers: int = 0,
     data_dir: str | os.PathLike | None = None,
-    download: bool | None = None,
 ):
     """Seeded train and test DataLoaders over Fashion-MNIST (images float32 in [0, 1]).
 
@@ -671,7 +443,7 @@ def fashion_mnist_loaders(
         seed: seed of the shuffling generator (and of worker processes' seeds).
         limit_train, limit_test: keep only the first so many examples of each split.
         num_workers: DataLoader worker processes (0 = load in the main process).
-        data_dir, download: as in :func:`load_fashion_mnist`.
+        data_dir: as in :func:`load_fashion_mnist`.
 
     Returns:
         (train_loader, test_loader); each batch is ``(images (B, 1, 28, 28) float32,
@@ -683,10 +455,10 @@ def fashion_mnist_loaders(
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive; got {batch_size}")
     train = TensorDataset(
-        *load_fashion_mnist("train", limit=limit_train, data_dir=data_dir, download=download)
+        *load_fashion_mnist("train", limit=limit_train, data_dir=data_dir)
     )
     test = TensorDataset(
-        *load_fashion_mnist("test", limit=limit_test, data_dir=data_dir, download=download)
+        *load_fashion_mnist("test", limit=limit_test, data_dir=data_dir)
     )
     generator = torch.Generator().manual_seed(seed)
     train_loader = DataLoader(
