@@ -29,7 +29,12 @@ Modules, one job each:
 ``grading``            the batch grader behind ``bncourse grade``
 =====================  ==========================================================
 """
+from importlib.metadata import PackageNotFoundError, version
+
 from .repro import get_device, seed_everything
 
-__version__ = "0.1.0"
+try:
+    __version__ = version("bncourse")          # one source: pyproject.toml
+except PackageNotFoundError:                   # imported from a copied source tree, not installed
+    __version__ = "0+unknown"
 __all__ = ["seed_everything", "get_device", "__version__"]
