@@ -49,6 +49,7 @@ import queue as queue_module
 import socket
 import time
 import traceback
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
@@ -61,10 +62,10 @@ from .functional import batch_norm, reduce_dims
 from .nn import _BatchNorm
 
 __all__ = [
-    "WorkerError", "free_port", "launch", "in_sequence", "LAST_PIDS", "listening_addresses",
+    "WorkerError", "free_port", "launch", "in_sequence", "LAST_PIDS", "listening_addresses", "running_workers",
     "chan_merge", "merge_moments", "naive_merge", "local_moments",
     "CommRecord", "record_communication",
-    "SyncBatchNorm", "GhostBatchNorm",
+    "SyncBatchNorm", "SyncBatchNormFunction", "GhostBatchNorm",
 ]
 
 _LOOPBACK = "127.0.0.1"
@@ -151,6 +152,20 @@ def _describe_errors(world_size: int, errors: dict[int, str], results, wait: flo
             errors[rank] = value
     order = sorted(errors, key=lambda r: ("gloo" in errors[r] or "Connection" in errors[r], r))
     return "\n".join(f"worker {r} of {world_size} raised:\n{errors[r]}" for r in order)
+
+
+def running_workers(pids: list[int] | None = None) -> list[int]:
+    """The process ids among ``pids`` (default: the last launch's workers) that still run (zombies excluded)."""
+    alive = []
+    for pid in LAST_PIDS if pids is None else pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                state = f.read().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if state != "Z":
+            alive.append(pid)
+    return alive
 
 
 def launch(fn: Callable, world_size: int, *args: Any, timeout: float = 120.0) -> list[Any]:
@@ -364,7 +379,7 @@ def _all_reduce_sum(t: Tensor, group) -> Tensor:
 # ----------------------------------------------------------------------------------------------
 # SyncBatchNorm
 # ----------------------------------------------------------------------------------------------
-class _SyncBatchNormFunction(torch.autograd.Function):
+class SyncBatchNormFunction(torch.autograd.Function):
     """Training-mode batch norm with statistics of the batch on all replicas; closed-form backward."""
 
     @staticmethod
@@ -444,7 +459,7 @@ class SyncBatchNorm(_BatchNorm):
                 factor = 1.0 / float(self.num_batches_tracked)
         rm = self.running_mean if self.track_running_stats else None
         rv = self.running_var if self.track_running_stats else None
-        return _SyncBatchNormFunction.apply(input, self.weight, self.bias, rm, rv, factor, self.eps,
+        return SyncBatchNormFunction.apply(input, self.weight, self.bias, rm, rv, factor, self.eps,
                                             self.process_group)
 
     @classmethod
@@ -611,7 +626,7 @@ def train_worker(rank: int, world_size: int, data: tuple, cfg: dict) -> dict:
     batch norm after each hidden Linear), ``bn`` ("local": torch.nn.BatchNorm1d on each replica's slice;
     "sync": :class:`SyncBatchNorm`), ``global_batch`` B (divisible by W), ``steps``, ``lr``, ``seed``,
     ``dtype``; ``bn="ghost"`` with ``virtual_batch``: :class:`GhostBatchNorm` (meant for one process).
-    Every replica draws the same shuffled order and takes its B / W slice of each global batch.
+    ``momentum``: SGD's (default 0). Every replica draws the same shuffled order and takes its B / W slice of each global batch.
     Returns, from every rank: the test accuracy in eval mode with its own running statistics, the mean
     training loss over the last ``steps // 5`` steps, the flattened parameters, and the seconds per step.
     """
@@ -635,9 +650,16 @@ def train_worker(rank: int, world_size: int, data: tuple, cfg: dict) -> dict:
                 model[i] = GhostBatchNorm(layer.num_features, cfg["virtual_batch"], dtype=dtype)
     elif cfg["bn"] != "local":
         raise ValueError(f"bn must be 'local', 'sync' or 'ghost', got {cfg['bn']!r}")
-    # one process without a group: plain training, the reference the replicas are compared with
-    ddp = DistributedDataParallel(model) if dist.is_initialized() else model
-    opt = torch.optim.SGD(ddp.parameters(), lr=cfg["lr"])
+    # One process without a group: plain training, the reference the replicas are compared with.
+    # broadcast_buffers=False: each replica keeps its own running statistics (with the default, rank 0's are copied
+    # to the others before every forward, one more message per step; rank 0's own are the same either way).
+    if dist.is_initialized():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)      # torch 2.13 renames the argument
+            ddp = DistributedDataParallel(model, broadcast_buffers=False)
+    else:
+        ddp = model
+    opt = torch.optim.SGD(ddp.parameters(), lr=cfg["lr"], momentum=cfg.get("momentum", 0.0))
     order = torch.Generator().manual_seed(cfg["seed"])
     per_epoch = x_train.shape[0] // B
     losses = []
@@ -677,7 +699,9 @@ def cost_worker(rank: int, world_size: int, cfg: dict) -> dict:
     models["sync"] = SyncBatchNorm.convert_sync_batchnorm(mlp(widths, activation="relu", bn="torch"))
     ddps, opts, buckets = {}, {}, {}
     for k, mdl in models.items():
-        ddps[k] = DistributedDataParallel(mdl)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            ddps[k] = DistributedDataParallel(mdl, broadcast_buffers=False)
         buckets[k] = []
         ddps[k].register_comm_hook(buckets[k], _counting_hook)
         opts[k] = torch.optim.SGD(mdl.parameters(), lr=0.01)
