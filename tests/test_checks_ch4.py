@@ -522,3 +522,34 @@ def test_merge_stats_remaining_mistakes():
 def test_predict_eval_every_left_out_statement_is_explained():
     _fails("ch4_predict_eval", "BDF", "uses the stored running statistics")
     _fails("ch4_predict_eval", "ADF", "change only in training mode")
+
+
+def test_results_in_the_wrong_order_are_named():
+    def update_swapped(rm, rv, x, momentum, convention, training=True):
+        m, v = running_update(rm, rv, x, momentum, convention, training)
+        return v, m
+    _fails("ch4_running_update", update_swapped, "wrong order", "(new_mean, new_var)")
+
+    def pop_swapped(batches):
+        m, v = population_stats(batches)
+        return v, m
+    _fails("ch4_population_stats", pop_swapped, "wrong order", "(mean, var)")
+
+    def merge_swapped(c, m, v):
+        mean, var = merge_batch_stats(c, m, v)
+        return var, mean
+    _fails("ch4_merge_stats", merge_swapped, "wrong order")
+
+    def fold_swapped(g, b, m, v, e):
+        a, bb = fold_bn(g, b, m, v, e)
+        return bb, a
+    _fails("ch4_fold_bn", fold_swapped, "wrong order", "(a, b)")
+
+
+def test_bias_correction_multiplied_and_default_eps_are_named():
+    def multiplied(values, alpha):
+        t = np.arange(1, len(values) + 1)[:, None]
+        return _ema0(values, alpha) * (1 - alpha ** t)
+    _fails("ch4_bias_corrected_ema", multiplied, "multiplied by the correction factor")
+
+    _fails("ch4_fold_bn", lambda g, b, m, v, e: fold_bn(g, b, m, v, 1e-5), "ignores the eps it is given")

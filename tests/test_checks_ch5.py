@@ -524,3 +524,8 @@ def test_eval_backward_remaining_mistakes():
         dx, dg, db = _eval_bwd(d, x, g, rm, rv, eps)
         return dx, db, dg
     _fails("ch5_eval_backward", swapped, "swapped")
+
+
+def test_fold_conv_default_eps_is_named():
+    _fails("ch5_fold_conv", lambda w, b, g, be, m, v, eps: fold_conv(w, b, g, be, m, v, 1e-5),
+           "ignores the eps it is given")

@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 
 from .core import CheckFailure, Exercise, expect, expect_array, expect_scalar, register
-from .predict_ch456 import PredictChoice, PredictNumber, call_watching, in_place_message
+from .predict_ch456 import PredictChoice, PredictNumber, call_watching, in_place_message, swapped_order_message
 
 __all__ = [
     "RunningUpdate", "ConvertMomentum", "BiasCorrectedEMA", "PopulationStats", "FoldBN", "FoldLinear",
@@ -133,6 +133,8 @@ class RunningUpdate(Exercise):
         reversed_msg = (f"the momentum convention is reversed: in the {convention!r} convention "
                         + ("PyTorch's momentum weights the NEW batch value, " if convention == "pytorch" else
                            "alpha is the weight kept on the OLD running value, ") + rule)
+        swapped = swapped_order_message(result, ("new_mean", "new_var"), (want_mean, want_var))
+        expect(not swapped, swapped)
         if not training:
             stale = "in inference mode (training=False) the running statistics must not change: return them as they are"
             also_reversed = stale + " (your update also reverses the momentum convention)"
@@ -269,6 +271,9 @@ class BiasCorrectedEMA(Exercise):
                 f"avg = alpha * avg + (1 - alpha) * value, whose values stay within the range of the data")
         expect_array("out", result["out"], want, rtol=1e-9, atol=1e-12, mistakes={
             "the bias correction is missing: divide the EMA started at 0 by (1 - alpha**t), t = 1, 2, ...": raw,
+            "you multiplied by the correction factor (1 - alpha**t); divide by it: the EMA started at 0 has given "
+            "the data only that much weight, so dividing scales it up to a proper average":
+                lambda: raw * (1.0 - a ** t),
             "off by one in the correction: at the first step (t = 1) divide by 1 - alpha, not by 1 - alpha**0 = 0 "
             "or 1 - alpha**2; use t = 1, 2, ..., T": lambda: raw / (1.0 - a ** (t + 1)),
             "the EMA starts from the first value instead of from 0; start at 0 (like running_mean) and correct "
@@ -348,6 +353,8 @@ class PopulationStats(Exercise):
         n = len(x)
         want_mean, want_var = x.mean(axis=0), x.var(axis=0, ddof=1)
         sizes = np.array([len(b) for b in batches], dtype=float)
+        swapped = swapped_order_message(result, ("mean", "var"), (want_mean, want_var))
+        expect(not swapped, swapped)
         _precision(result["var"], want_var, x)
         expect_array("mean", result["mean"], want_mean, rtol=1e-9, atol=1e-10, mistakes={
             "you averaged the batch means with equal weights, but the last batch is smaller: weight each batch "
@@ -436,8 +443,11 @@ class FoldBN(Exercise):
     def _verify(self, case, result):
         g, be, m, v, eps = (case[k] for k in ("gamma", "beta", "running_mean", "running_var", "eps"))
         a, b = _affine(g, be, m, v, eps)
+        swapped = swapped_order_message(result, ("a", "b"), (a, b), atol=1e-12)
+        expect(not swapped, swapped)
         expect_array("a", result["a"], a, rtol=1e-9, atol=1e-12, mistakes={
             "eps is missing: a = gamma / sqrt(running_var + eps)": g / np.sqrt(v),
+            "a ignores the eps it is given and uses 1e-5 (a default argument or a constant)": g / np.sqrt(v + 1e-5),
             "you divided by the variance instead of the standard deviation: a = gamma / sqrt(running_var + eps)":
                 g / (v + eps),
             "a is inverted: a = gamma / sqrt(running_var + eps), not sqrt(running_var + eps) / gamma":
@@ -561,6 +571,8 @@ class MergeStats(Exercise):
         counts_f = counts.astype(np.float64)
         n, mean, within, between = _merge_parts(counts_f, means, variances)
         want_var = (within + between) / (n - 1)
+        swapped = swapped_order_message(result, ("mean", "var"), (mean, want_var))
+        expect(not swapped, swapped)
         expect_array("mean", result["mean"], mean, rtol=1e-9, atol=1e-10, mistakes={
             "you averaged the chunk means with equal weights, but the chunks differ in size: weight each mean by "
             "its count, mean = sum_k n_k * mean_k / n": means.mean(axis=0),

@@ -359,6 +359,8 @@ def fold_mistakes(weight, bias, gamma, beta, mean, var, eps) -> dict[str, dict[s
             lambda: weight * gamma.reshape(-1, 1, 1, 1),
         "eps is missing: a = gamma / sqrt(running_var + eps)":
             lambda: weight * (gamma / np.sqrt(var)).reshape(-1, 1, 1, 1),
+        "the kernel ignores the eps it is given and uses 1e-5 (a default argument or a constant)":
+            lambda: weight * (gamma / np.sqrt(var + 1e-5)).reshape(-1, 1, 1, 1),
     }
     b = {
         "the folded bias forgets the running mean: b' = a * (bias - running_mean) + beta": lambda: a * bias + beta,

@@ -165,3 +165,21 @@ def in_place_message(changed: str) -> str:
         return ""
     return (f"your function changed {changed} in place (the caller's array{'s' if ',' in changed else ''}); compute "
             f"new arrays instead (x - mu, not x -= mu; np.sum(...) into a new name) and leave the inputs as they were")
+
+
+def swapped_order_message(result: dict, names: tuple[str, str], wants: tuple[Any, Any], *,
+                          rtol: float = 1e-9, atol: float = 1e-10) -> str:
+    """A message when the two results came back in each other's places (``(var, mean)`` for ``(mean, var)``)."""
+    a, b = (result.get(k) for k in names)
+    wa, wb = (np.asarray(w) for w in wants)
+    if not all(type(v) is np.ndarray for v in (a, b)):
+        return ""
+    if a.shape != wb.shape or b.shape != wa.shape:
+        return ""
+    if wa.shape == wb.shape and np.allclose(wa, wb, rtol=rtol, atol=atol):
+        return ""
+    with np.errstate(all="ignore"):
+        if np.allclose(a, wb, rtol=rtol, atol=atol) and np.allclose(b, wa, rtol=rtol, atol=atol):
+            return (f"your function returned its two results in the wrong order: return ({names[0]}, {names[1]}), "
+                    f"not ({names[1]}, {names[0]})")
+    return ""
