@@ -553,3 +553,8 @@ def test_bias_correction_multiplied_and_default_eps_are_named():
     _fails("ch4_bias_corrected_ema", multiplied, "multiplied by the correction factor")
 
     _fails("ch4_fold_bn", lambda g, b, m, v, e: fold_bn(g, b, m, v, 1e-5), "ignores the eps it is given")
+
+
+def test_debug_predict_accepts_a_list_of_labels_and_int32():
+    check("ch4_debug_predict", lambda m, x, bs=8: [int(v) for v in predict(m, x, bs)], quiet=True)
+    check("ch4_debug_predict", lambda m, x, bs=8: predict(m, x, bs).astype(np.int32), quiet=True)

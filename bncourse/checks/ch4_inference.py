@@ -473,7 +473,7 @@ class FoldLinear(Exercise):
         "BN scales and shifts each OUTPUT feature of the affine layer; the composition of two affine maps is one "
         "affine map",
         "W is (D_out, D_in) and row k of W produces output k; a and b from fold_bn are (D_out,)",
-        "W_folded = a[:, None] * W (row k times a[k]) and c_folded = a * c + b",
+        "W_folded is W with row k multiplied by a[k] (broadcast a as a column), and c_folded = a * c + b",
     )
 
     def cases(self, rng):
@@ -728,8 +728,8 @@ class DebugPredict(Exercise):
         "Then compare the model's running_mean before and after",
         "which switch makes BN use its running statistics and dropout do nothing, and which one did the loop "
         "forget? The loop must also leave the model as it found it",
-        "remember model.training, call model.eval() before the loop, and model.train(was_training) after it; keep "
-        "the loop under torch.no_grad()",
+        "the fix is one call before the loop; then put back the mode the model came in with (read it from "
+        "model.training first), and keep the forward passes out of autograd",
     )
 
     def cases(self, rng):
@@ -755,6 +755,8 @@ class DebugPredict(Exercise):
         finally:
             hook.remove()
         labels = _to_numpy(labels)
+        if isinstance(labels, (list, tuple)) and labels and all(isinstance(v, (int, np.integer)) for v in labels):
+            labels = np.asarray(labels)                              # a list of class indices is a fine answer
         if isinstance(labels, np.ndarray) and labels.dtype.kind in "iu":
             labels = labels.astype(np.int64)
         return {"labels": labels, "stats_unchanged": bool(torch.equal(rm_before, model[1].running_mean)),

@@ -563,6 +563,6 @@ class DebugBatchNorm2d(BatchNorm2dModule):
         "grad_fn. A buffer is state, not part of the computation autograd should record",
         "the running update mixes in mean and var, which were computed from x with autograd on; so the buffers "
         "become the end of a graph that reaches back through every training step",
-        "wrap the running update in torch.no_grad() (or mix in mean.detach() and var.detach()); leave the "
-        "normalization itself recorded, so that gradients still flow to x, weight and bias",
+        "only the two lines that update the buffers must leave autograd (a context manager does it, or detached "
+        "statistics); the normalization itself stays recorded, so that gradients still flow to x, weight and bias",
     )

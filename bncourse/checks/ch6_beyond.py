@@ -312,7 +312,8 @@ class DebugSeqNorm(Exercise):
         "change only the last token of a sequence and watch the output at the first position: should it move?",
         "layer norm in a sequence model normalizes each token on its own: one mean and one variance per (n, t), "
         "over the D features; which axis does the buggy code reduce?",
-        "reduce over the last axis with keepdims, shape (N, T, 1); gamma and beta (D,) broadcast along it as they are",
+        "the statistics must have shape (N, T, 1): one pair per token, so the axis to reduce is the one of size D; "
+        "gamma and beta (D,) then broadcast as they are",
     )
 
     def cases(self, rng):
