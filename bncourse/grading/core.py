@@ -12,7 +12,9 @@ For each submission (only ever read; all work happens in a temporary directory),
    or cannot be interrupted;
 4. for each exercise of the source (a locked test cell ``check("name", expr)``), draw fresh
    inputs with the grading seed, send them to ``expr`` in the kernel, get plain arrays back and
-   verify them in this process. Full points or none, with the reason.
+   verify them in this process. Full points or none, with the reason;
+5. nbgrader's manually graded cells (written answers, tasks) are reported as "manual" with the student's
+   text, outside the auto-graded totals.
 """
 from __future__ import annotations
 
@@ -49,12 +51,21 @@ class ExerciseSpec:
 
 
 @dataclass
+class ManualSpec:
+    """An nbgrader manually graded cell: a written answer (``grade`` and ``solution``) or a task (``task``)."""
+    grade_id: str
+    points: float
+    kind: str                       # "answer" | "task"
+
+
+@dataclass
 class Source:
     path: str
     assignment: str
     exercises: list[ExerciseSpec]
     locked: dict[str, str]          # grade_id -> source of the locked cell
     grade_ids: set[str]
+    manual: list[ManualSpec] = field(default_factory=list)
 
 
 @dataclass
@@ -62,7 +73,7 @@ class ExerciseResult:
     name: str
     points: float
     max_points: float
-    status: str                     # passed | failed
+    status: str                     # passed | failed | manual (graded by hand; not in the totals)
     reason: str = ""
 
 
@@ -80,22 +91,28 @@ class SubmissionResult:
 
     @property
     def total(self) -> float:
-        return float(sum(e.points for e in self.exercises))
+        """Points of the auto-graded exercises (manually graded cells are not in it)."""
+        return float(sum(e.points for e in self.exercises if e.status != "manual"))
 
     @property
     def max_total(self) -> float:
-        return float(sum(e.max_points for e in self.exercises))
+        return float(sum(e.max_points for e in self.exercises if e.status != "manual"))
+
+    @property
+    def manual_points(self) -> float:
+        """Points of the cells left to grade by hand."""
+        return float(sum(e.max_points for e in self.exercises if e.status == "manual"))
 
     def to_dict(self) -> dict:
         d = asdict(self)
-        d["total"], d["max_total"] = self.total, self.max_total
+        d["total"], d["max_total"], d["manual_points"] = self.total, self.max_total, self.manual_points
         return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "SubmissionResult":
         d = dict(d)
-        d.pop("total", None)
-        d.pop("max_total", None)
+        for k in ("total", "max_total", "manual_points"):
+            d.pop(k, None)
         d["exercises"] = [ExerciseResult(**e) for e in d.get("exercises", [])]
         return cls(**d)
 
@@ -155,8 +172,10 @@ def _check_call(source: str) -> tuple[str, str] | None:
 
 
 def load_source(path: str | Path) -> Source:
+    """The graded exercises (locked ``check("name", expr)`` cells), locked cells and manually graded cells
+    (nbgrader written answers: ``grade`` and ``solution``; tasks: ``task``) of a solutions notebook."""
     nb = read_notebook(path)
-    exercises, locked, ids = [], {}, set()
+    exercises, locked, ids, manual = [], {}, set(), []
     for c in nb["cells"]:
         md = c["nbgrader"]
         gid = md.get("grade_id")
@@ -165,12 +184,16 @@ def load_source(path: str | Path) -> Source:
         ids.add(gid)
         if md.get("locked"):
             locked[gid] = c["source"]
-        if md.get("grade") and c["cell_type"] == "code":
+        if md.get("task"):
+            manual.append(ManualSpec(gid, float(md.get("points", 0)), "task"))
+        elif md.get("grade") and md.get("solution"):
+            manual.append(ManualSpec(gid, float(md.get("points", 0)), "answer"))
+        elif md.get("grade") and c["cell_type"] == "code":
             call = _check_call(c["source"])
             if call:
                 exercises.append(ExerciseSpec(call[0], call[1], float(md.get("points", 0)), gid))
     stem = Path(path).stem
-    return Source(str(path), stem.removesuffix("_exercises"), exercises, locked, ids)
+    return Source(str(path), stem.removesuffix("_exercises"), exercises, locked, ids, manual)
 
 
 def find_sources(solutions: str | Path) -> list[Source]:
@@ -266,6 +289,13 @@ def _capped_npz(data: bytes) -> dict[str, np.ndarray]:
         return {k: z[k] for k in z.files}
 
 
+#: Imported by every kernel when it starts, before any cell of the notebook (so before any student code runs):
+#: what nearly every submission imports anyway. Bound to no name in the notebook's namespace.
+PRELOAD_MODULES = ("numpy", "torch", "bncourse.checks", "bncourse.grading.kernel_side")
+PRELOAD_ARGUMENT = ("--IPKernelApp.exec_lines=[\"[__import__(m) for m in "
+                    + repr(PRELOAD_MODULES).replace('"', "'") + "]; pass\"]")   # '; pass': nothing displayed
+
+
 class Kernel:
     """A fresh IPython kernel that runs source text with a time limit, capping outputs.
 
@@ -314,7 +344,9 @@ class Kernel:
         finally:
             os.close(root)
 
-    def start(self) -> None:
+    def launch(self) -> None:
+        """Start the kernel process (sandboxed or not) and return at once; it imports ``PRELOAD_MODULES`` before
+        it answers, so a kernel launched ahead of time (:class:`KernelPool`) is warm when :meth:`connect` is called."""
         import nbformat
         from nbclient import NotebookClient
 
@@ -337,7 +369,7 @@ class Kernel:
                               interrupt_on_timeout=True, record_timing=False, startup_timeout=60,
                               shutdown_kernel="immediate",
                               error_on_timeout={"ename": "GraderTimeout", "evalue": "time limit", "traceback": []},
-                              **extra)
+                              extra_arguments=[PRELOAD_ARGUMENT], **extra)
         km = self.client.km = self.client.create_kernel_manager()
         if self.sandboxed:
             # only the package directory is mounted, so its parent on the path exposes nothing else; it lets a
@@ -350,7 +382,14 @@ class Kernel:
             env = kernel_env(extra_path=str(package_dir().parent), workdir=str(self.workdir))
         self.client.start_new_kernel(cwd=str(self.workdir), env=env, stdout=subprocess.DEVNULL,
                                      stderr=subprocess.DEVNULL)
+
+    def connect(self) -> None:
+        """Wait until the launched kernel is ready (it has imported ``PRELOAD_MODULES``) and connect to it."""
         self.client.start_new_kernel_client()
+
+    def start(self) -> None:
+        self.launch()
+        self.connect()
 
     def run(self, source: str, timeout: float) -> tuple[str, str]:
         """("ok" | "error" | "timeout" | "dead", detail)."""
@@ -520,14 +559,16 @@ UNSANDBOXED_NOTE = "graded WITHOUT a sandbox (--no-sandbox): the notebook ran wi
 def grade_submission(path: str, sources: list[str], *, seed: int, cell_timeout: float = 30.0,
                      total_timeout: float = 300.0, exercise_timeout: float = 10.0,
                      root: str | None = None, sandbox: bool = True, limits=None,
-                     assignment: str | None = None) -> dict:
+                     assignment: str | None = None, prewarm_next: bool = False) -> dict:
     """Grade one notebook; always returns a result dict (``SubmissionResult.to_dict``), never raises.
 
     The steps, in order: :func:`read_and_match`, :func:`restore_locked_cells`, :meth:`NotebookRun.run`
-    (run every cell, restarting the kernel without the cells that killed it), :func:`grade_exercises`.
+    (run every cell, restarting the kernel without the cells that killed it), :func:`grade_exercises`,
+    :func:`record_manual` (nbgrader's manually graded cells: reported as "manual", not scored).
     ``sandbox=False`` runs the kernel without bubblewrap (the row says so); ``limits`` is a
     :class:`sandbox.Limits` (default: ``Limits()``). With ``assignment``, a notebook of another
-    assignment is rejected as such.
+    assignment is rejected as such. With ``prewarm_next``, the kernel of the next submission graded in
+    this process is launched now (:class:`KernelPool`); a kernel launched so for this one is used.
     """
     from .sandbox import Limits
 
@@ -540,10 +581,16 @@ def grade_submission(path: str, sources: list[str], *, seed: int, cell_timeout: 
         if matched is not None:
             nb, source = matched
             cells = restore_locked_cells(res, nb, source)
-            run = NotebookRun(res, cells, limits=(limits or Limits()) if sandbox else None,
-                              cell_timeout=cell_timeout, deadline=time.monotonic() + total_timeout)
+            kernel_limits = (limits or Limits()) if sandbox else None
+            pool = _pool()
+            warm = pool.take(kernel_limits)
+            if prewarm_next:
+                pool.prelaunch(kernel_limits)
+            run = NotebookRun(res, cells, limits=kernel_limits, cell_timeout=cell_timeout,
+                              deadline=time.monotonic() + total_timeout, warm=warm)
             run.run()
             grade_exercises(res, run, source, seed=seed, exercise_timeout=exercise_timeout)
+            record_manual(res, nb, source)
     except Exception as e:  # the grader's own failure: a row, and exit code 1
         res.status = "grader_error"
         res.reason = f"internal grader error: {type(e).__name__}: {e}"
@@ -586,12 +633,27 @@ class NotebookRun:
 
     MAX_ATTEMPTS = 4
 
-    def __init__(self, res: SubmissionResult, cells: list[str], *, limits, cell_timeout: float, deadline: float):
+    def __init__(self, res: SubmissionResult, cells: list[str], *, limits, cell_timeout: float, deadline: float,
+                 warm: "tuple[Path, Kernel] | None" = None):
         self.res, self.cells, self.limits = res, cells, limits
         self.cell_timeout, self.deadline = cell_timeout, deadline
         self.bad: set[int] = set()        # cells that killed the kernel or could not be interrupted
-        self.tmp = Path(tempfile.mkdtemp(prefix="bncourse-grade-"))
+        # a kernel launched ahead of time for this submission (KernelPool): its own fresh directory and sandbox
+        self.tmp, self._warm = warm if warm is not None else (Path(tempfile.mkdtemp(prefix="bncourse-grade-")), None)
         self.kernel: Kernel | None = None
+
+    def _new_kernel(self) -> "Kernel":
+        k, self._warm = self._warm, None
+        if k is not None:
+            k.deadline = self.deadline
+            try:
+                k.connect()
+                return k
+            except Exception:     # it died before it was needed: start another
+                k.stop()
+        k = Kernel(self.tmp, self.deadline, self.limits)
+        k.start()
+        return k
 
     def out_of_time(self) -> bool:
         return time.monotonic() >= self.deadline - 1
@@ -603,8 +665,7 @@ class NotebookRun:
         attempts = 0
         while True:
             attempts += 1
-            k = self.kernel = Kernel(self.tmp, self.deadline, self.limits)
-            k.start()
+            k = self.kernel = self._new_kernel()
             restart = False
             for i, src in enumerate(self.cells):
                 if i in self.bad or not src.strip():
@@ -638,7 +699,70 @@ class NotebookRun:
 
     def close(self) -> None:
         self.close_kernel()
+        if self._warm is not None:
+            self._warm.stop()
+            self._warm = None
         shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+class KernelPool:
+    """One kernel launched ahead of time per grading process, for the next submission.
+
+    While a submission is graded, the kernel of the next one starts and imports ``PRELOAD_MODULES`` (about
+    half of a small submission's time), so that work overlaps with grading instead of following it. A
+    kernel from the pool is used by exactly one submission and stopped after it: every submission still
+    gets a fresh kernel in a fresh sandbox with its own directory, launched before any student code exists.
+    """
+
+    def __init__(self) -> None:
+        self.spare: tuple[Path, Kernel, Any] | None = None
+
+    def take(self, limits) -> tuple[Path, Kernel] | None:
+        """The spare kernel (and its directory) if it was launched with ``limits``, else None."""
+        spare, self.spare = self.spare, None
+        if spare is None:
+            return None
+        tmp, kernel, spare_limits = spare
+        if spare_limits != limits:
+            kernel.stop()
+            shutil.rmtree(tmp, ignore_errors=True)
+            return None
+        return tmp, kernel
+
+    def prelaunch(self, limits) -> None:
+        """Launch the kernel of the next submission now (returns at once)."""
+        if self.spare is not None:
+            return
+        tmp = Path(tempfile.mkdtemp(prefix="bncourse-grade-"))
+        kernel = Kernel(tmp, math.inf, limits)
+        try:
+            kernel.launch()
+        except Exception:
+            kernel.stop()
+            shutil.rmtree(tmp, ignore_errors=True)
+            return
+        self.spare = (tmp, kernel, limits)
+
+    def close(self) -> None:
+        if self.spare is not None:
+            tmp, kernel, _ = self.spare
+            self.spare = None
+            kernel.stop()
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+_POOL = KernelPool()
+_POOL_FINALIZER = None
+
+
+def _pool() -> KernelPool:
+    """This process's pool; its spare kernel is stopped when the process exits (also a pool worker's)."""
+    global _POOL_FINALIZER
+    if _POOL_FINALIZER is None:
+        import multiprocessing.util
+
+        _POOL_FINALIZER = multiprocessing.util.Finalize(_POOL, _POOL.close, exitpriority=10)
+    return _POOL
 
 
 def grade_exercises(res: SubmissionResult, run: NotebookRun, source: Source, *, seed: int,
@@ -656,6 +780,28 @@ def grade_exercises(res: SubmissionResult, run: NotebookRun, source: Source, *, 
                                             "passed" if passed else "failed", reason))
 
 
+MANUAL_ANSWER_CHARS = 2000
+
+
+def record_manual(res: SubmissionResult, nb: dict, source: Source) -> None:
+    """Step 5: a row entry "manual" for each manually graded cell (a written answer or a task), with the
+    student's text for the person who grades it; not in the auto-graded totals."""
+    by_id = {c["nbgrader"].get("grade_id"): c for c in nb["cells"] if c["nbgrader"].get("grade_id")}
+    for m in source.manual:
+        cell = by_id.get(m.grade_id)
+        text = (cell["source"].strip() if cell is not None else "")
+        if cell is None:
+            reason = "to grade by hand: the cell is missing from the notebook"
+        elif m.kind == "task":
+            reason = "to grade by hand (a task: see the cells after it)"
+        elif not text or text in ("YOUR ANSWER HERE", "# YOUR CODE HERE\nraise NotImplementedError()"):
+            reason = "to grade by hand: no answer written"
+        else:
+            cut = text[:MANUAL_ANSWER_CHARS] + (" [...]" if len(text) > MANUAL_ANSWER_CHARS else "")
+            reason = f"to grade by hand; the answer: {cut}"
+        res.exercises.append(ExerciseResult(m.grade_id, 0.0, m.points, "manual", reason))
+
+
 def find_submissions(target: str | Path) -> tuple[list[Path], Path | None]:
     t = Path(target)
     if t.is_file():
@@ -668,23 +814,32 @@ def find_submissions(target: str | Path) -> tuple[list[Path], Path | None]:
 
 def grade_many(paths: list[Path], sources: list[str], *, seed: int, jobs: int = 2, root: Path | None = None,
                progress: bool = True, **options: Any) -> list[SubmissionResult]:
-    """Grade submissions in parallel (a process per job); results in the order of ``paths``."""
+    """Grade submissions in parallel (a process per job); results in the order of ``paths``.
+
+    Each process launches the kernel of its next submission while it grades the current one
+    (:class:`KernelPool`; ``prewarm=False`` turns that off)."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
     from tqdm.auto import tqdm
 
     results: dict[int, SubmissionResult] = {}
-    kwargs = dict(seed=seed, root=str(root) if root else None, **options)
     bar = tqdm(total=len(paths), desc="grading", unit="notebook", disable=not progress, file=sys.stderr)
+    warm = options.pop("prewarm", True)
+    kwargs = dict(seed=seed, root=str(root) if root else None, **options)
     if jobs <= 1:
-        for i, p in enumerate(paths):
-            results[i] = SubmissionResult.from_dict(grade_submission(str(p), sources, **kwargs))
-            bar.update()
+        try:
+            for i, p in enumerate(paths):
+                results[i] = SubmissionResult.from_dict(grade_submission(
+                    str(p), sources, prewarm_next=warm and i + 1 < len(paths), **kwargs))
+                bar.update()
+        finally:
+            _pool().close()
     else:
         ctx = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
-            futures = {pool.submit(grade_submission, str(p), sources, **kwargs): i for i, p in enumerate(paths)}
+            futures = {pool.submit(grade_submission, str(p), sources, prewarm_next=warm and i + jobs < len(paths),
+                                   **kwargs): i for i, p in enumerate(paths)}
             for fut in as_completed(futures):
                 i = futures[fut]
                 try:

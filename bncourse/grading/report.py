@@ -36,9 +36,15 @@ def format_table(results: list[SubmissionResult]) -> str:
         cells = [r.student]
         for c in cols:
             e = by.get(c)
-            cells.append("-" if e is None else f"{_fmt(e.points)}/{_fmt(e.max_points)}")
+            if e is None:
+                cells.append("-")
+            elif e.status == "manual":
+                cells.append(f"hand/{_fmt(e.max_points)}")
+            else:
+                cells.append(f"{_fmt(e.points)}/{_fmt(e.max_points)}")
         cells.append(f"{_fmt(r.total)}/{_fmt(r.max_total)}" if r.status == "graded" else "0")
-        note = r.reason or next((f"{e.name}: {e.reason}" for e in r.exercises if e.reason), "")
+        note = r.reason or next((f"{e.name}: {e.reason}" for e in r.exercises if e.reason and e.status != "manual"),
+                                "")
         if not sandboxed(r):
             note = "UNSANDBOXED" + (f"; {note}" if note else "")
         cells.append(note.splitlines()[0][:90] if note else "")
@@ -55,19 +61,29 @@ def write_csv(results: list[SubmissionResult], path: str | Path) -> None:
     cols = exercise_columns(results)
     with open(path, "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
-        w.writerow(["student", "notebook", "assignment", *cols, "total", "max_total", "status", "reason", "seed",
-                    "sandboxed"])
+        w.writerow(["student", "notebook", "assignment", *cols, "total", "max_total", "manual_points", "status",
+                    "reason", "seed", "sandboxed"])
         for r in results:
             by = {e.name: e for e in r.exercises}
-            w.writerow([r.student, r.path, r.assignment, *[_fmt(by[c].points) if c in by else "" for c in cols],
-                        _fmt(r.total), _fmt(r.max_total), r.status, r.reason, r.seed,
-                        "yes" if sandboxed(r) else "no"])
+            cells = ["" if c not in by else "manual" if by[c].status == "manual" else _fmt(by[c].points) for c in cols]
+            w.writerow([r.student, r.path, r.assignment, *cells, _fmt(r.total), _fmt(r.max_total),
+                        _fmt(r.manual_points), r.status, r.reason, r.seed, "yes" if sandboxed(r) else "no"])
 
 
 def gradescope_results(r: SubmissionResult) -> dict:
-    """One submission in Gradescope's ``results.json`` shape."""
-    tests = [{"name": e.name, "score": e.points, "max_score": e.max_points, "status": e.status,
-              "output": e.reason or "passed", "visibility": "visible"} for e in r.exercises]
+    """One submission in Gradescope's ``results.json`` shape.
+
+    A manually graded cell becomes a test worth 0 with the student's answer in its output (grade it with a
+    manually graded question of the Gradescope assignment); the score is the auto-graded total."""
+    tests = []
+    for e in r.exercises:
+        if e.status == "manual":
+            unit = "point" if e.max_points == 1 else "points"
+            tests.append({"name": f"{e.name} (graded by hand, {_fmt(e.max_points)} {unit})", "score": 0.0,
+                          "max_score": 0.0, "output": e.reason, "visibility": "visible"})
+        else:
+            tests.append({"name": e.name, "score": e.points, "max_score": e.max_points, "status": e.status,
+                          "output": e.reason or "passed", "visibility": "visible"})
     output = r.reason or ("; ".join(r.notes[:5]) if r.notes else "graded")
     if not sandboxed(r) and UNSANDBOXED_NOTE not in output:
         output = f"{UNSANDBOXED_NOTE}; {output}"

@@ -310,7 +310,7 @@ class SandboxKernelManager(AsyncKernelManager):
         command line the kernel can read) does not show the host paths mounted, such as the grader's
         temporary directory."""
         inner = [sys.executable, "-m", "ipykernel_launcher", "-f",
-                 f"{INBOX}/{Path(self.connection_file).name}"]
+                 f"{INBOX}/{Path(self.connection_file).name}", *(extra_arguments or [])]
         cmd = bwrap_command(self.sandbox_inbox, inner, self.sandbox_env, self.sandbox_limits)
         sep = cmd.index("--")               # the options go through the pipe; the command stays (paths it
         data = b"".join(a.encode() + b"\0" for a in cmd[1:sep])   # names are visible inside anyway)
