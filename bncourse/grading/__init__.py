@@ -28,6 +28,10 @@ Guaranteed (tested against hostile submissions in ``tests/test_grading_sandbox.p
   network (own empty network namespace). So it can neither read the solutions nor change any file the
   grader or a classmate owns, and a submission that tries gets a row like any other;
 * the kernel gets an allow-listed environment (``sandbox.KERNEL_ENV``), never the grader's variables;
+* every submission gets its own fresh kernel, sandbox and directory: to save time a grading process
+  launches the next submission's kernel while it grades the current one (``core.KernelPool``; the kernel
+  imports numpy, torch and ``bncourse.checks`` at start-up, before any cell), but a kernel is never
+  reused, so nothing one student's code did can reach another's;
 * per kernel: address space (``--memory-limit``, default 4 GiB), processes and threads (64), file size,
   scratch space, CPU time and open files are limited; processes a cell leaves behind are killed after the
   cell; a cell that hangs, exhausts a limit or kills its kernel is stopped, the notebook replayed without
