@@ -14,6 +14,7 @@ Modules, one job each:
 ``population_stats``   exact population statistics of every BN layer after training
 ``swing``              chapter 5's recorder: inference statistics per epoch (EMA, cumulative, exact), branches
 ``normalizations``     layer, instance and group norm from scratch
+``distributed``        data parallelism on gloo: launcher, SyncBatchNorm and ghost batch norm from scratch
 ``conditioning``       Hessian condition numbers and gradient-descent step counts
 ``hooks``              forward/backward hook recorders: activations, gradients, saturation
 ``landscape``          loss-landscape smoothness measurements (Santurkar et al.), noisy BN

@@ -126,6 +126,7 @@ def _worker(rank: int, world_size: int, port: int, fn: Callable, args: tuple, re
 
 def _stop(procs: list) -> None:
     """Terminate and join every process that is still alive (SIGTERM, then SIGKILL after 5 s)."""
+    procs = [p for p in procs if p.pid is not None]        # started ones only
     for p in procs:
         if p.is_alive():
             p.terminate()
