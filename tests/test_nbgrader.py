@@ -1,5 +1,7 @@
 """nbgrader's own generate_assignment and autograde accept the solutions notebook:
-full points for the solution, zero for the unsolved exercise."""
+full points for the solution, zero for the unsolved exercise. A manually graded written answer added to
+the source (what an instructor may add, see tests/test_grading_manual.py for bncourse grade) is left
+for a human by nbgrader too."""
 from __future__ import annotations
 
 import os
@@ -30,7 +32,17 @@ def test_nbgrader_generate_and_autograde(tmp_path):
     pytest.importorskip("nbgrader")
     course = tmp_path / "course"
     (course / "source" / ASSIGNMENT).mkdir(parents=True)
-    shutil.copy(SOLUTION, course / "source" / ASSIGNMENT / NOTEBOOK)
+    import nbformat
+
+    from bncourse.grading.core import load_source
+
+    auto = sum(e.points for e in load_source(SOLUTION).exercises)
+    nb = nbformat.read(str(SOLUTION), as_version=4)
+    written = nbformat.v4.new_markdown_cell("Batch norm uses the batch's statistics in training because ...")
+    written.metadata["nbgrader"] = {"schema_version": 3, "grade": True, "solution": True, "locked": False,
+                                    "points": 2, "grade_id": "written_answer"}
+    nb.cells.append(written)
+    nbformat.write(nb, str(course / "source" / ASSIGNMENT / NOTEBOOK))
     (course / "nbgrader_config.py").write_text(
         "c = get_config()\n"
         f"c.CourseDirectory.root = {str(course)!r}\n"
@@ -48,7 +60,7 @@ def test_nbgrader_generate_and_autograde(tmp_path):
     released = course / "release" / ASSIGNMENT / NOTEBOOK
     assert "raise NotImplementedError()" in released.read_text()
 
-    for student, nb in (("solved", SOLUTION), ("unsolved", released)):
+    for student, nb in (("solved", course / "source" / ASSIGNMENT / NOTEBOOK), ("unsolved", released)):
         d = course / "submitted" / student / ASSIGNMENT
         d.mkdir(parents=True)
         shutil.copy(nb, d / NOTEBOOK)
@@ -57,7 +69,9 @@ def test_nbgrader_generate_and_autograde(tmp_path):
     from nbgrader.api import Gradebook
 
     with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gb:
-        scores = {sid: (gb.find_submission(ASSIGNMENT, sid).score, gb.find_submission(ASSIGNMENT, sid).max_score)
-                  for sid in ("solved", "unsolved")}
-    assert scores["solved"] == (10.0, 10.0), scores
-    assert scores["unsolved"] == (0.0, 10.0), scores
+        subs = {sid: gb.find_submission(ASSIGNMENT, sid) for sid in ("solved", "unsolved")}
+        scores = {sid: (s.score, s.max_score) for sid, s in subs.items()}
+        manual = {sid: s.needs_manual_grade for sid, s in subs.items()}
+    assert scores["solved"] == (auto, auto + 2), scores          # the written answer waits for a human
+    assert scores["unsolved"] == (0.0, auto + 2), scores
+    assert manual == {"solved": True, "unsolved": False}          # an answer left as handed out gets 0 at once
