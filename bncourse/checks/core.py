@@ -104,7 +104,7 @@ import json
 import signal
 import threading
 import zlib
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Iterator, Mapping
 
 import numpy as np
 
