@@ -334,3 +334,24 @@ def test_checker_references_match_the_library():
     bn = GhostBatchNorm(3, 4, dtype=torch.float64)
     assert np.allclose(bn(torch.from_numpy(x)).detach().numpy(), ghost_reference(x, 4, np.ones(3), np.zeros(3), 1e-5),
                        atol=1e-12)
+
+
+def test_sync_stats_unweighted_mean_of_means():
+    def wrong(shards):
+        mean, var, uvar = _stats(shards)
+        return np.mean([s.mean(axis=(0, 2, 3)) for s in shards], axis=0), var, uvar
+    check_fails("ch7_sync_stats", wrong, "mean is wrong", "averaged the replicas' means without weights")
+
+
+def test_sync_stats_count_without_spatial_positions():
+    def wrong(shards):
+        mean, var, uvar = _stats(shards)
+        return sum(s.sum(axis=(0, 2, 3)) for s in shards) / sum(s.shape[0] for s in shards), var, uvar
+    check_fails("ch7_sync_stats", wrong, "n_r * H * W values")
+
+
+def test_sync_stats_plain_average_of_variances():
+    def wrong(shards):
+        mean, var, uvar = _stats(shards)
+        return mean, np.mean([s.var(axis=(0, 2, 3)) for s in shards], axis=0), uvar
+    check_fails("ch7_sync_stats", wrong, "var is wrong", "without weights and without the between-replica term")
