@@ -465,13 +465,14 @@ class SyncBatchNorm(_BatchNorm):
 
     @classmethod
     def convert_sync_batchnorm(cls, module: nn.Module, process_group=None) -> nn.Module:
-        """Replace every batch norm layer (torch.nn's or bncourse.nn's) of ``module`` by this class.
+        """Replace every batch norm layer (torch.nn's or bncourse.nn's, not ghost BN) of ``module`` by this class.
 
         Parameters and buffers are copied, so the converted model computes the same as before with one
         replica. Like ``torch.nn.SyncBatchNorm.convert_sync_batchnorm``; returns the (possibly new) module.
         """
         out = module
-        if isinstance(module, (nn.modules.batchnorm._BatchNorm, _BatchNorm)) and not isinstance(module, cls):
+        keep = (cls, GhostBatchNorm)          # ghost batch norm is deliberately unsynchronized
+        if isinstance(module, (nn.modules.batchnorm._BatchNorm, _BatchNorm)) and not isinstance(module, keep):
             p = next(iter(module.parameters()), module.running_mean)
             out = cls(module.num_features, module.eps, module.momentum, module.affine, module.track_running_stats,
                       process_group, device=None if p is None else p.device, dtype=None if p is None else p.dtype)

@@ -116,6 +116,8 @@ def test_convert_sync_batchnorm_replaces_and_copies():
     assert type(conv[1]) is SyncBatchNorm and type(conv[3][0]) is SyncBatchNorm
     assert not conv[1].training and conv[1].weight[0].item() == 2.0 and conv[1].running_mean[0].item() == 0.5
     assert torch.allclose(conv(x), want, atol=1e-6)
+    ghost = torch.nn.Sequential(GhostBatchNorm(4, 2))
+    assert type(SyncBatchNorm.convert_sync_batchnorm(ghost)[0]) is GhostBatchNorm
 
 
 @pytest.mark.parametrize("n, vb", [(12, 4), (10, 4), (9, 9)])
