@@ -10,7 +10,8 @@ Inside the sandbox the kernel sees (see :func:`bwrap_command`):
   IPC sockets in ``/tmp/.kernel`` and the results in ``/tmp/.grader``), gone when the kernel stops;
 * a private ``/proc`` (its own PID namespace: no other process is visible) and a minimal ``/dev``;
 * nothing else: no home directory, no submissions, no solutions, no output folder, no network
-  (its own, empty network namespace), no IPC or hostname shared with the host.
+  (its own, empty network namespace), no IPC or hostname shared with the host. Everything outside ``/tmp``
+  is read-only, the sandbox's own root included (``--remount-ro /``).
 
 The grader talks to the kernel over ZeroMQ's IPC transport: the kernel binds Unix sockets in its own
 tmpfs and the grader connects to them through ``/proc/<sandbox pid>/root``, so the kernel never needs a
@@ -178,7 +179,10 @@ def bwrap_command(inbox: Path, command: list[str], env: dict[str, str], limits: 
     args += _parents([*pydirs, Path(INBOX)])      # after the tmpfs, so an environment under /tmp still shows
     for d in pydirs:
         args += ["--ro-bind", str(d), str(d)]
-    args += ["--ro-bind", str(inbox), INBOX, "--chdir", WORKDIR]
+    args += ["--ro-bind", str(inbox), INBOX]
+    # The sandbox's root is a tmpfs that bubblewrap builds; run unprivileged, the kernel's user owns it, so a
+    # submission could write files there (into memory, past the size-limited /tmp). Read-only after set-up.
+    args += ["--remount-ro", "/", "--chdir", WORKDIR]
     if uid is None:
         uid = secrets.randbelow(1_000_000_000) + 1_000_000 if os.geteuid() == 0 else 0
     launcher = str(Path(__file__).with_name("_launcher.py").resolve())
