@@ -8,7 +8,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.bncourse-installed
 JOBS   ?= 2
 
-.PHONY: course test test-here test-other-cpu setup lock bench exercises grade-demo clean-venv
+.PHONY: course test test-here test-other-cpu setup lock bench exercises grade-demo clean-venv site
 
 # Another CPU, emulated: PyTorch's generic kernels instead of AVX2, NumPy without its AVX2/AVX-512 paths, OpenBLAS's
 # and MKL's SSE kernels, oneDNN (convolutions) capped at SSE4.1. Float32 sums then add in another order, as on a
@@ -52,6 +52,10 @@ test-other-cpu: $(STAMP)
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(OTHER_CPU) $(PY) -m pytest -n $(JOBS) --dist loadfile $(NBVAL) \
 		-p no:cacheprovider $(PYTEST_ARGS) $(LONGEST_FIRST) $(filter-out $(LONGEST_FIRST),$(wildcard notebooks/*.ipynb)) \
 		solutions
+
+# the course as a static HTML book (Jupyter Book 1.x) from the stored outputs, nothing re-executed: _build/site/
+site: $(STAMP)
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) book/build.py
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_batchnorm.py

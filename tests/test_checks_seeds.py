@@ -9,9 +9,9 @@ poisoned, then ``verify_results``) on 50 seeds: the first 25 integers and 25 gra
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
+import matplotlib
 import numpy as np
 import pytest
 
@@ -27,7 +27,9 @@ KNOWN_SEED_DEPENDENT: set[str] = set()
 
 
 def _solution_namespace(path: Path) -> dict:
-    os.environ.setdefault("MPLBACKEND", "Agg")
+    # Agg for figures the solution cells draw, set in-process: an MPLBACKEND set in os.environ would reach every
+    # notebook kernel this pytest worker starts later (--nbval-current-env) and silently drop their figures.
+    matplotlib.use("Agg")
     nb = read_notebook(path)
     ns: dict = {"__name__": "__solutions__"}
     for cell in nb["cells"]:
