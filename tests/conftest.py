@@ -11,8 +11,9 @@ import os
 import pytest
 
 # set by the tools themselves, not by a test: pytest around every phase; PyTorch's compiler records its cache
-# folder (a path under the temp dir) the first time it compiles in a process
-_SET_BY_TOOLS = {"PYTEST_CURRENT_TEST", "TORCHINDUCTOR_CACHE_DIR"}
+# folder (a path under the temp dir) the first time it compiles in a process; scikit-learn sets the two OpenMP
+# switches when it is first imported (and does the same in every kernel that imports it)
+_SET_BY_TOOLS = {"PYTEST_CURRENT_TEST", "TORCHINDUCTOR_CACHE_DIR", "KMP_DUPLICATE_LIB_OK", "KMP_INIT_AT_FORK"}
 
 
 @pytest.fixture(autouse=True)
