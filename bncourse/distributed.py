@@ -60,6 +60,7 @@ from torch import Tensor, nn
 
 from .functional import batch_norm, reduce_dims
 from .nn import _BatchNorm
+from .population_stats import chan_merge
 
 __all__ = [
     "WorkerError", "free_port", "launch", "in_sequence", "LAST_PIDS", "listening_addresses", "running_workers",
@@ -274,15 +275,6 @@ def local_moments(x: Tensor) -> tuple[int, Tensor, Tensor]:
     mean = x.mean(dim=dims)
     shape = (1, -1) + (1,) * (x.dim() - 2)
     m2 = ((x - mean.reshape(shape)) ** 2).sum(dim=dims)
-    return m, mean, m2
-
-
-def chan_merge(m_a, mean_a, m2_a, m_b, mean_b, m2_b):
-    """Chan et al.'s merge of two groups' (count, mean, M2); works on floats, arrays and tensors."""
-    m = m_a + m_b
-    delta = mean_b - mean_a
-    mean = mean_a + delta * (m_b / m)
-    m2 = m2_a + m2_b + delta * delta * (m_a * m_b / m)
     return m, mean, m2
 
 

@@ -36,7 +36,7 @@ from torch import nn
 
 from .folding import is_batchnorm
 
-__all__ = ["bn_modules", "population_mean_var", "population_statistics"]
+__all__ = ["bn_modules", "chan_merge", "merge_block", "population_mean_var", "population_statistics"]
 
 
 def bn_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
@@ -44,18 +44,31 @@ def bn_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
     return [(name, m) for name, m in model.named_modules() if is_batchnorm(m)]
 
 
-def _merge(count, mean, m2, batch: np.ndarray):
-    """Chan et al.'s merge of (count, mean, sum of squared deviations) with a (n, C) float64 batch."""
-    n_b = batch.shape[0]
-    mean_b = batch.mean(axis=0)
-    m2_b = ((batch - mean_b) ** 2).sum(axis=0)
+def chan_merge(m_a, mean_a, m2_a, m_b, mean_b, m2_b):
+    """Chan et al.'s merge of two groups' (count, mean, M2 = sum of squared deviations).
+
+    ``m = m_a + m_b``, ``mean = mean_a + delta * m_b / m``, ``M2 = M2_a + M2_b + delta**2 * m_a * m_b / m`` with
+    ``delta = mean_b - mean_a``. Works on floats, NumPy arrays and tensors (per feature, shapes ``(C,)``). Unlike
+    ``E[x**2] - E[x]**2`` it never subtracts two large, nearly equal numbers, so it stays exact far from 0.
+    """
+    m = m_a + m_b
+    delta = mean_b - mean_a
+    mean = mean_a + delta * (m_b / m)
+    m2 = m2_a + m2_b + delta * delta * (m_a * m_b / m)
+    return m, mean, m2
+
+
+def merge_block(count, mean, m2, block):
+    """Merge the running (count, mean, M2) with a ``(n, C)`` block of rows (NumPy or torch, float64).
+
+    ``count == 0`` starts from the block's own moments. Returns the new (count, mean (C,), M2 (C,)).
+    """
+    n_b = block.shape[0]
+    mean_b = block.mean(0)
+    m2_b = ((block - mean_b) ** 2).sum(0)
     if count == 0:
         return n_b, mean_b, m2_b
-    total = count + n_b
-    delta = mean_b - mean
-    new_mean = mean + delta * (n_b / total)
-    new_m2 = m2 + m2_b + delta ** 2 * (count * n_b / total)
-    return total, new_mean, new_m2
+    return chan_merge(count, mean, m2, n_b, mean_b, m2_b)
 
 
 def population_mean_var(batches: Iterable, ddof: int = 1) -> tuple[np.ndarray, np.ndarray, int]:
@@ -69,7 +82,7 @@ def population_mean_var(batches: Iterable, ddof: int = 1) -> tuple[np.ndarray, n
         b = np.asarray(b, dtype=np.float64)
         if b.ndim != 2:
             raise ValueError(f"each batch must be (n, D); got shape {b.shape}")
-        count, mean, m2 = _merge(count, mean, m2, b)
+        count, mean, m2 = merge_block(count, mean, m2, b)
     if count <= ddof:
         raise ValueError(f"need more than {ddof} rows in total for a variance with ddof={ddof}; got {count}")
     return mean, m2 / (count - ddof), count
@@ -152,7 +165,7 @@ def population_statistics(model: nn.Module, loader, *, method: str = "exact", in
                 state = {"count": 0, "mean": None, "m2": None}
 
                 def hook(mod, inp, state=state):
-                    state["count"], state["mean"], state["m2"] = _merge(
+                    state["count"], state["mean"], state["m2"] = merge_block(
                         state["count"], state["mean"], state["m2"], _as_rows(inp[0]))
 
                 handle = bn.register_forward_pre_hook(hook)

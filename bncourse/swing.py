@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .population_stats import bn_modules, population_statistics
+from .population_stats import bn_modules, merge_block, population_statistics
 from .train import History, evaluate, train
 
 __all__ = ["ExtraEMAs", "with_statistics", "sequential_population_statistics", "statistics_of",
@@ -101,18 +101,6 @@ def with_statistics(model: nn.Module, stats) -> nn.Module:
     return target
 
 
-def _merge(count, mean, m2, rows: torch.Tensor):
-    """Chan's merge of (count, mean, sum of squared deviations) with a (n, C) float64 block."""
-    n_b = rows.shape[0]
-    mean_b = rows.mean(dim=0)
-    m2_b = ((rows - mean_b) ** 2).sum(dim=0)
-    if count == 0:
-        return n_b, mean_b, m2_b
-    total = count + n_b
-    delta = mean_b - mean
-    return total, mean + delta * (n_b / total), m2 + m2_b + delta ** 2 * (count * n_b / total)
-
-
 def _rows(x: torch.Tensor) -> torch.Tensor:
     """(N, C, ...) -> (N * ..., C) float64: one row per value of each channel."""
     return x.detach().transpose(0, 1).reshape(x.shape[1], -1).T.double()
@@ -152,7 +140,7 @@ def sequential_population_statistics(model: nn.Sequential, x: torch.Tensor, *, b
                 continue
             count, mean, m2 = 0, None, None
             for c in chunks:
-                count, mean, m2 = _merge(count, mean, m2, _rows(c))
+                count, mean, m2 = merge_block(count, mean, m2, _rows(c))
             if count < 2:
                 raise ValueError("need at least 2 values per feature for a variance")
             layer.running_mean.copy_(mean.to(layer.running_mean.dtype))
