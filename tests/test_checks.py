@@ -553,3 +553,92 @@ def test_expect_fraction_accepts_float32_means_and_names_counts_percentages_and_
         with pytest.raises(CheckFailure) as info:
             expect_fraction("f", got, want, 37, mistakes={"these are percentages": want * 100})
         assert fragment in str(info.value), str(info.value)
+
+
+# ----------------------------------------------------------------------------------------------
+# Mistakes as data (core.Mistake): the worked example of core's docstring runs, and the API's rules hold
+# ----------------------------------------------------------------------------------------------
+def _docstring_example() -> str:
+    import bncourse.checks.core as core
+    doc = core.__doc__
+    start = doc.index("Worked example")
+    block = doc[doc.index("::\n", start) + 3:doc.index("What the student sees", start)]
+    import textwrap
+    return textwrap.dedent(block)
+
+
+@pytest.fixture
+def docstring_exercise():
+    namespace: dict = {}
+    exec(compile(_docstring_example(), "core-docstring-example", "exec"), namespace)
+    try:
+        yield namespace
+    finally:
+        REGISTRY.pop("standardize", None)
+
+
+def test_core_docstring_example_runs_and_names_its_mistakes(docstring_exercise, capsys):
+    from bncourse.checks.core import all_mistakes
+
+    def right(x, eps):
+        return (x - x.mean(0)) / np.sqrt(x.var(0) + eps)
+
+    def unbiased(x, eps):
+        return (x - x.mean(0)) / np.sqrt(x.var(0, ddof=1) + eps)
+
+    check("standardize", right)
+    assert capsys.readouterr().out == "✓ standardize: 2 cases passed\n"
+    with pytest.raises(CheckFailure) as info:
+        check("standardize", unbiased, quiet=True)
+    assert str(info.value) == (
+        "✗ standardize (standardize each feature of a batch), case 1 of 2 [x: (8, 4) float64, eps=1e-05]: "
+        "out is wrong: you used the unbiased variance (ddof=1); use the biased 1/N one")
+    assert set(all_mistakes()) >= {("standardize", "ddof1"), ("standardize", "per_sample")}
+
+
+def test_mistake_ids_are_checked_and_unique_per_exercise():
+    from bncourse.checks.core import Mistake
+    with pytest.raises(ValueError, match="identifier"):
+        Mistake("no eps", "eps is missing", lambda c: {})
+    with pytest.raises(ValueError, match="twice"):
+        @register
+        class TwoIds(Exercise):
+            name = "two_ids"
+            mistakes = (Mistake("a", "one", lambda c: {}), Mistake("a", "two", lambda c: {}))
+    assert "two_ids" not in REGISTRY
+    with pytest.raises(ValueError, match="tuple of Mistake"):
+        @register
+        class DictMistakes(Exercise):
+            name = "dict_mistakes"
+            mistakes = {"message": np.zeros(2)}
+    assert "dict_mistakes" not in REGISTRY
+
+
+def test_mistakes_as_data_are_computed_once_per_case_per_output_and_skipped_where_they_do_not_apply():
+    from bncourse.checks.core import Mistake, diagnose
+    calls = []
+
+    def doubled(case):
+        calls.append(1)
+        return {"a": 2 * case["x"]}                  # explains "a" only
+
+    def not_here(case):
+        return None                                   # does not apply to this case
+
+    def broken(case):
+        raise ZeroDivisionError                       # cannot be computed: cannot match
+
+    ms = (Mistake("broken", "broken", broken), Mistake("not_here", "not here", not_here),
+          Mistake("doubled", "{output} is doubled", doubled))
+    case = {"x": np.arange(3.0)}
+    assert diagnose(2 * case["x"], case["x"], ms, case=case, output="a") == "a is doubled"
+    assert diagnose(2 * case["x"], case["x"], ms, case=case, output="b") is None
+    assert diagnose(2 * case["x"], case["x"], ms, case=case, output="a") == "a is doubled"
+    assert len(calls) == 1
+    with pytest.raises(TypeError, match="case"):
+        diagnose(2 * case["x"], case["x"], ms)
+    # the legacy {message: outcome} dict still works
+    assert diagnose(2 * case["x"], case["x"], {"doubled": 2 * case["x"]}) == "doubled"
+    # a mistake equal to the right answer on this case cannot be told apart, so it is skipped
+    zero = {"x": np.zeros(3)}
+    assert diagnose(np.ones(3), zero["x"], ms, case=zero, output="a") is None

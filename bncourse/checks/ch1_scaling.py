@@ -28,8 +28,8 @@ from typing import Any
 import numpy as np
 
 from .core import CheckFailure, Exercise, expect, expect_array, expect_scalar, register
-from .ch3_batchnorm import changed_inputs, expect_inputs_unchanged, snapshot
-from .predictions import Prediction
+from .predict import Prediction
+from .shared import changed_inputs, expect_inputs_unchanged, snapshot
 
 __all__ = ["Standardize", "MinMax", "ZCA", "ConditionNumber", "DemoColumnMeans", "KappaOneFeature",
            "PredictKappaCorrelated", "DebugStandardizer"]

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from .core import CheckFailure, Exercise, expect, expect_array, expect_scalar, register
-from .predictions import Prediction
+from .predict import Prediction
 
 try:   # the framework's fraction comparison (absolute tolerance at the fraction's resolution)
     from .core import expect_fraction

@@ -32,7 +32,8 @@ from typing import Any
 import numpy as np
 
 from .core import CheckFailure, Exercise, expect, expect_array, register
-from .predictions import Prediction
+from .predict import Prediction
+from .shared import changed_inputs, expect_inputs_unchanged, snapshot, to_numpy, unpack
 
 __all__ = [
     "BNForward", "BNBackwardStaged", "BNBackward", "BNModule", "BNStatGrads", "MergeStats", "PredictEpsShrink",
@@ -248,29 +249,8 @@ _NUMPY_REFERENCES = (
 )
 
 
-def _unpack(ret, fn_name: str, names: tuple[str, ...]):
-    if not isinstance(ret, tuple) or len(ret) != len(names):
-        from .core import describe_value
-        raise CheckFailure(f"{fn_name} must return a tuple ({', '.join(names)}); it returned {describe_value(ret)}")
-    return ret
-
-
-def snapshot(case: dict) -> dict:
-    """Copies of the case's arrays, taken in ``run`` before the student's code sees them."""
-    return {k: v.copy() for k, v in case.items() if isinstance(v, np.ndarray)}
-
-
-def changed_inputs(before: dict, case: dict) -> str:
-    """Comma-separated names of the arrays the student's code changed in place ("" if none)."""
-    return ",".join(k for k, v in before.items() if not np.array_equal(case[k], v, equal_nan=True))
-
-
-def expect_inputs_unchanged(result: dict) -> None:
-    """Fail naming the inputs that the student's function modified in place (``run`` recorded them)."""
-    names = result.get("inputs_changed") or ""
-    expect(not names, f"your function changed its input(s) {names.replace(',', ', ')} in place (an in-place operator "
-                      f"such as -= or /=, or a slice assignment, on an argument); the caller's arrays must stay "
-                      f"as they were: compute into new arrays")
+#: kept for chapter 5's imports until it moves to bncourse.checks.shared
+_unpack = unpack
 
 
 # --------------------------------------------------------------------------------------------
@@ -380,15 +360,8 @@ _MODULE_CASES = (
 )
 
 
-def _as_numpy(t):
-    """Tensor -> fresh float array; anything else passes through for expect_array to judge."""
-    try:
-        import torch
-    except ImportError:  # pragma: no cover
-        return t
-    if isinstance(t, torch.Tensor):
-        return t.detach().cpu().numpy().copy()
-    return t
+#: kept for chapter 5's imports until it moves to bncourse.checks.shared
+_as_numpy = to_numpy
 
 
 RUNNING_STATS_GRAD_MSG = (

@@ -40,7 +40,8 @@ from typing import Any
 import numpy as np
 
 from .core import CheckFailure, Exercise, expect, expect_array, expect_scalar, register
-from .predict_ch456 import PredictChoice, PredictNumber, call_watching, in_place_message, swapped_order_message
+from .predict import PredictChoice, PredictNumber
+from .shared import call_watching, in_place_message, swapped_order_message
 
 __all__ = [
     "RunningUpdate", "ConvertMomentum", "BiasCorrectedEMA", "PopulationStats", "FoldBN", "FoldLinear",

@@ -31,7 +31,8 @@ import numpy as np
 from .ch3_batchnorm import _NUMPY_REFERENCES, _as_numpy, record_module_steps, _backward_generic, _unpack, backward_mistakes, \
     forward_mistakes, normalize
 from .core import CheckFailure, Exercise, describe_value, expect, expect_array, register
-from .predict_ch456 import PredictNumber, call_watching, in_place_message
+from .predict import PredictNumber
+from .shared import call_watching, in_place_message
 
 __all__ = ["SpatialForward", "SpatialBackward", "BatchNorm2dModule", "FoldConv", "EvalBackward", "PredictBias",
            "DebugBatchNorm2d", "spatial_mistakes", "fold_reference", "fold_mistakes"]

@@ -22,7 +22,8 @@ from typing import Any
 import numpy as np
 
 from .core import CheckFailure, Exercise, expect, expect_array, register
-from .predict_ch456 import PredictChoice, PredictNumber, call_watching, in_place_message
+from .predict import PredictChoice, PredictNumber
+from .shared import call_watching, in_place_message
 
 __all__ = ["GroupNormExercise", "LayerNormBackward", "PredictTwoSamples", "PredictBatchDependence", "DebugSeqNorm",
            "group_norm_reference", "group_norm_mistakes", "layer_norm_backward_reference"]

@@ -27,16 +27,29 @@ An :class:`Exercise` has three methods, deliberately split so that the batch gra
 ``verify(case, result)``
     Runs in the checker's own process (in the grader: the grader's process, never the student's
     kernel). Compute the reference and compare with :func:`expect_array` / :func:`expect_scalar`,
-    raising :class:`CheckFailure` with a message in the student's terms. Pass ``mistakes``: a
-    dict ``{message: what that mistake would have produced}``; when the values are wrong and
-    match one of them, that message is reported.
+    raising :class:`CheckFailure` with a message in the student's terms. When the values are wrong
+    and match what a known mistake produces, that mistake's message is reported (see below).
+
+Mistakes as data (the canonical form)
+-------------------------------------
+A common wrong answer is a :class:`Mistake`: a stable ``id`` (unique within the exercise; globally
+``"exercise.id"``), the ``message`` the student reads, and ``wrong(case) -> {output: value}``, what a
+student who makes that mistake returns, per output name (an output left out: the mistake does not
+explain that output; ``None``: it does not apply to this case). An exercise declares them as class
+data, ``mistakes = (Mistake("ddof1", "...", lambda c: {...}), ...)``, and ``verify`` passes them on:
+``expect_array("out", got, want, mistakes=self.mistakes, case=case)`` (or ``self.expect_outputs``).
+They are listed by :func:`all_mistakes`, and ``tests/test_mistake_registry.py`` requires an
+independently written wrong implementation for each (``tests/mistakes_chN.py``) that gets exactly
+that message. The older form, a dict ``{message: outcome}`` built inside ``verify``, still works
+(``diagnose`` accepts both) while chapters move over; it is not in the registry, so no test
+enforces its messages. New exercises use :class:`Mistake`.
 
 Worked example
 --------------
 ::
 
     import numpy as np
-    from bncourse.checks.core import Exercise, register, CheckFailure, expect_array
+    from bncourse.checks.core import Exercise, Mistake, register
 
     def _normalize(x, eps, ddof=0, axis=0):
         mu = x.mean(axis=axis, keepdims=True)
@@ -47,6 +60,12 @@ Worked example
         name = "standardize"                     # check("standardize", standardize)
         title = "standardize each feature of a batch"
         references = ("bncourse.scaling:StandardScaler",)   # the student must not call these
+        mistakes = (
+            Mistake("ddof1", "you used the unbiased variance (ddof=1); use the biased 1/N one",
+                    lambda c: {"out": _normalize(c["x"], c["eps"], ddof=1)}),
+            Mistake("per_sample", "you took the statistics per sample (axis=1) instead of per feature (axis=0)",
+                    lambda c: {"out": _normalize(c["x"], c["eps"], axis=1)}),
+        )
 
         def cases(self, rng):
             return [{"x": rng.normal(3.0, 2.0, size=(n, 4)), "eps": eps}
@@ -56,17 +75,14 @@ Worked example
             return {"out": fn(case["x"], case["eps"])}
 
         def verify(self, case, result):
-            x, eps = case["x"], case["eps"]
-            expect_array("out", result["out"], _normalize(x, eps), rtol=1e-6, atol=1e-8, mistakes={
-                "you used the unbiased variance (ddof=1); use the biased 1/N one": _normalize(x, eps, ddof=1),
-                "you took the statistics per sample (axis=1) instead of per feature (axis=0)":
-                    _normalize(x, eps, axis=1),
-            })
+            self.expect_outputs(case, result, {"out": _normalize(case["x"], case["eps"])}, rtol=1e-6, atol=1e-8)
 
 What the student sees on failure (a :class:`CheckFailure`, so nbgrader and nbval see an error)::
 
     CheckFailure: ✗ standardize (standardize each feature of a batch), case 1 of 2
     [x: (8, 4) float64, eps=1e-05]: out is wrong: you used the unbiased variance (ddof=1); ...
+
+``tests/test_checks.py`` runs this example.
 
 Forbidden calls
 ---------------
@@ -104,7 +120,8 @@ import json
 import signal
 import threading
 import zlib
-from typing import Any, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator, Mapping
 
 import numpy as np
 
@@ -112,8 +129,10 @@ __all__ = [
     "CheckFailure",
     "CheckTimeout",
     "Exercise",
+    "Mistake",
     "Opaque",
     "REGISTRY",
+    "all_mistakes",
     "check",
     "describe_case",
     "describe_value",
@@ -180,6 +199,90 @@ class Opaque:
 
 
 # --------------------------------------------------------------------------------------------
+# Mistakes as data
+# --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Mistake:
+    """A common wrong answer of an exercise, with a stable id.
+
+    Attributes:
+        id: unique within its exercise (letters, digits, ``_``); tests and reports refer to it as
+            ``"exercise_name.id"``.
+        message: what the student reads after "<output> is wrong: ". ``{output}`` in it is replaced by
+            the name of the result being checked (``"Z_test was clipped ..."``).
+        wrong: ``wrong(case) -> {output name: value}``, what a student who makes this mistake returns
+            for ``case`` (the exercise's case dict), for every output the mistake explains (arrays or
+            numbers). Outputs it leaves out are not diagnosed with it; returning ``None`` says the
+            mistake does not apply to this case. It runs in the checker's process (like ``verify``), so
+            it may use anything; it is computed lazily, at most once per case, and only when an
+            output is wrong. A mistake whose value equals the right answer on a case is skipped there
+            (it cannot be told apart).
+    """
+
+    id: str
+    message: str
+    wrong: Callable[[dict], Mapping[str, Any] | None]
+
+    def __post_init__(self):
+        if not isinstance(self.id, str) or not self.id.isidentifier():
+            raise ValueError(f"Mistake id must be an identifier-like string, got {self.id!r}")
+        if not isinstance(self.message, str) or not self.message.strip():
+            raise ValueError(f"Mistake {self.id!r} needs a message")
+        if not callable(self.wrong):
+            raise ValueError(f"Mistake {self.id!r}: wrong must be callable: case -> {{output: value}}")
+
+    def text(self, output: str) -> str:
+        """The message for the result called ``output``."""
+        return self.message.replace("{output}", output)
+
+
+class _OutcomeCache(threading.local):
+    """``wrong(case)`` of each mistake, computed once per case (the last case verified; per thread)."""
+
+    def __init__(self):
+        self.case: Any = None
+        self.values: dict[int, tuple[Mistake, Any]] = {}
+
+    def get(self, mistake: Mistake, case: Any) -> Any:
+        if self.case is not case:
+            self.case, self.values = case, {}
+        hit = self.values.get(id(mistake))
+        if hit is None or hit[0] is not mistake:
+            try:
+                value = mistake.wrong(case)
+            except Exception:          # a mistake that cannot even be computed for this case cannot match
+                value = None
+            hit = (mistake, value)
+            self.values[id(mistake)] = hit
+        return hit[1]
+
+
+_OUTCOMES = _OutcomeCache()
+
+
+def _as_candidates(mistakes: Any, case: Any, output: str | None) -> list[tuple[str, Any]]:
+    """``[(message, outcome or zero-argument callable), ...]`` from either form of ``mistakes``."""
+    if not mistakes:
+        return []
+    if isinstance(mistakes, Mapping):                 # the legacy form {message: outcome}
+        return list(mistakes.items())
+    if case is None or output is None:
+        raise TypeError("Mistake objects need the case and the output name: expect_array(..., case=case)")
+    out = []
+    for m in mistakes:
+        if not isinstance(m, Mistake):
+            raise TypeError(f"mistakes must be Mistake objects or a {{message: outcome}} dict, got {m!r}")
+
+        def outcome(m=m):
+            values = _OUTCOMES.get(m, case)
+            if values is None or output not in values:
+                raise LookupError(output)             # this mistake does not explain this output
+            return values[output]
+        out.append((m.text(output), outcome))
+    return out
+
+
+# --------------------------------------------------------------------------------------------
 # Exercises and the registry
 # --------------------------------------------------------------------------------------------
 class Exercise:
@@ -198,6 +301,8 @@ class Exercise:
     #: the hint ladder, most general first: the concept, then the shapes, then the formula.
     #: :func:`hint` shows the next rung each time it is called. A hint never contains the code.
     hints: tuple[str, ...] = ()
+    #: the common wrong answers, as data (:class:`Mistake`); ``verify`` passes them to the comparisons.
+    mistakes: tuple[Mistake, ...] = ()
 
     def cases(self, rng: np.random.Generator) -> list[dict]:
         raise NotImplementedError
@@ -207,6 +312,44 @@ class Exercise:
 
     def verify(self, case: dict, result: dict) -> None:
         raise NotImplementedError
+
+    # helpers for verify ------------------------------------------------------------------------
+    def mistake(self, mistake_id: str) -> Mistake:
+        """The declared mistake with this id (KeyError naming the known ids)."""
+        for m in self.mistakes:
+            if m.id == mistake_id:
+                return m
+        raise KeyError(f"{self.name} declares no mistake {mistake_id!r} "
+                       f"(it has: {', '.join(m.id for m in self.mistakes) or 'none'})")
+
+    def expect_outputs(self, case: dict, result: Mapping[str, Any], want: Mapping[str, Any], *,
+                       rtol: float = 1e-6, atol: float = 1e-8) -> None:
+        """:func:`expect_array` for every output in ``want`` (in its order), diagnosing with ``self.mistakes``."""
+        for output, value in want.items():
+            expect_array(output, result[output], value, rtol=rtol, atol=atol, mistakes=self.mistakes, case=case)
+
+
+def all_mistakes() -> dict[tuple[str, str], Mistake]:
+    """Every declared :class:`Mistake` of every registered exercise: ``{(exercise name, id): Mistake}``.
+
+    Mistakes still written as ``{message: outcome}`` dicts inside ``verify`` (the legacy form) are not
+    listed: they are not data."""
+    out: dict[tuple[str, str], Mistake] = {}
+    for name in sorted(REGISTRY):
+        for m in REGISTRY[name].mistakes:
+            out[(name, m.id)] = m
+    return out
+
+
+def _check_mistakes(cls: type[Exercise]) -> None:
+    mistakes = cls.mistakes
+    if not isinstance(mistakes, tuple) or not all(isinstance(m, Mistake) for m in mistakes):
+        raise ValueError(f"{cls.__qualname__}.mistakes must be a tuple of Mistake objects")
+    seen: set[str] = set()
+    for m in mistakes:
+        if m.id in seen:
+            raise ValueError(f"{cls.__qualname__} declares the mistake id {m.id!r} twice")
+        seen.add(m.id)
 
 
 def register(cls: type[Exercise]) -> type[Exercise]:
@@ -220,6 +363,7 @@ def register(cls: type[Exercise]) -> type[Exercise]:
             f"exercise name {name!r} is registered twice: by {old.__module__}.{old.__qualname__} and by "
             f"{cls.__module__}.{cls.__qualname__}; pick another name"
         )
+    _check_mistakes(cls)
     REGISTRY[name] = cls
     return cls
 
@@ -295,19 +439,22 @@ def _resolve(candidate: Any) -> Any:
     return candidate() if callable(candidate) else candidate
 
 
-def diagnose(got: np.ndarray, want: Any, mistakes: Mapping[str, Any] | None, *, rtol: float = 1e-6,
-             atol: float = 1e-8) -> str | None:
+def diagnose(got: np.ndarray, want: Any, mistakes: Any, *, rtol: float = 1e-6, atol: float = 1e-8,
+             case: Mapping[str, Any] | None = None, output: str | None = None) -> str | None:
     """The message of the first mistake whose outcome matches ``got``, or None.
 
-    ``mistakes`` maps a message to what that mistake produces (an array, or a zero-argument callable
-    returning one, computed only when needed). A mistake whose outcome equals ``want`` for this case
-    cannot be told apart from the right answer and is skipped.
+    ``mistakes`` is a sequence of :class:`Mistake` (the canonical form: pass the ``case`` and the
+    ``output`` name; each mistake's ``wrong(case)[output]`` is computed only when needed), or the legacy
+    dict ``{message: outcome}`` (an array, or a zero-argument callable returning one). A mistake whose
+    outcome equals ``want`` for this case cannot be told apart from the right answer and is skipped;
+    so is one that cannot be computed or does not explain this output.
     """
-    if not mistakes:
+    candidates = _as_candidates(mistakes, case, output)
+    if not candidates:
         return None
     got = np.asarray(got)
     want = np.asarray(want)
-    for message, candidate in mistakes.items():
+    for message, candidate in candidates:
         try:
             cand = np.asarray(_resolve(candidate))
         except Exception:  # a mistake that cannot even be computed for this case cannot match
@@ -348,7 +495,8 @@ def _check_plain_array(name: str, got: Any) -> None:
 
 
 def expect_array(name: str, got: Any, want: Any, *, rtol: float = 1e-6, atol: float = 1e-8,
-                 mistakes: Mapping[str, Any] | None = None, dtype: Any = None) -> None:
+                 mistakes: Any = None, dtype: Any = None, case: Mapping[str, Any] | None = None,
+                 output: str | None = None) -> None:
     """Check a result array: type, dtype, shape, finiteness, then values (naming known mistakes).
 
     Args:
@@ -356,12 +504,16 @@ def expect_array(name: str, got: Any, want: Any, *, rtol: float = 1e-6, atol: fl
         got: the student's value.
         want: the reference (array-like).
         rtol, atol: tolerance of ``np.allclose(got, want)``; also used to match mistakes.
-        mistakes: ``{message: outcome}``; outcome is an array or a zero-argument callable.
+        mistakes: :class:`Mistake` objects (canonical; with ``case``), or the legacy ``{message: outcome}``
+            dict (outcome: an array or a zero-argument callable).
         dtype: the required dtype (default: the dtype of ``want``).
+        case: the case being verified (needed with Mistake objects).
+        output: the key of this result in each mistake's ``wrong(case)`` (default: ``name``).
     """
     want = np.asarray(want)
+    kw = {"case": case, "output": output or name}
     if isinstance(got, (int, float, np.number)) and not isinstance(got, (bool, np.bool_)) and want.ndim:
-        message = diagnose(np.asarray(got), want, mistakes, rtol=rtol, atol=atol)
+        message = diagnose(np.asarray(got), want, mistakes, rtol=rtol, atol=atol, **kw)
         if message:
             raise CheckFailure(f"{name} is a single number instead of an array of shape {want.shape}: {message}")
     _check_plain_array(name, got)
@@ -376,14 +528,14 @@ def expect_array(name: str, got: Any, want: Any, *, rtol: float = 1e-6, atol: fl
             hint = " (an array of Python objects: build it with NumPy operations)"
         raise CheckFailure(f"{name} has dtype {got.dtype}, expected {expected_dtype}{hint}")
     if got.shape != want.shape:
-        message = diagnose(got, want, mistakes, rtol=rtol, atol=atol)
+        message = diagnose(got, want, mistakes, rtol=rtol, atol=atol, **kw)
         if message:
             raise CheckFailure(f"{name} has shape {got.shape} instead of {want.shape}: {message}")
         raise CheckFailure(f"{name} has shape {got.shape}, expected {want.shape}")
     with np.errstate(all="ignore"):
         if np.allclose(got, want, rtol=rtol, atol=atol, equal_nan=True):
             return
-    message = diagnose(got, want, mistakes, rtol=rtol, atol=atol)
+    message = diagnose(got, want, mistakes, rtol=rtol, atol=atol, **kw)
     if message:
         raise CheckFailure(f"{name} is wrong: {message}")
     bad_nonfinite = ~np.isfinite(got) & np.isfinite(want)
@@ -404,13 +556,15 @@ def expect_array(name: str, got: Any, want: Any, *, rtol: float = 1e-6, atol: fl
 
 
 def expect_scalar(name: str, got: Any, want: float, *, rtol: float = 1e-6, atol: float = 1e-8,
-                  mistakes: Mapping[str, Any] | None = None) -> None:
-    """Check a single number (a Python or NumPy real scalar, not an array or a bool)."""
+                  mistakes: Any = None, case: Mapping[str, Any] | None = None, output: str | None = None) -> None:
+    """Check a single number (a Python or NumPy real scalar, not an array or a bool); ``mistakes``,
+    ``case`` and ``output`` as for :func:`expect_array`."""
     if isinstance(got, bool) or not isinstance(got, (int, float, np.integer, np.floating)):
         raise CheckFailure(f"{name} is {describe_value(got)}, expected a single number")
     if np.isclose(float(got), float(want), rtol=rtol, atol=atol):
         return
-    message = diagnose(np.asarray(float(got)), np.asarray(float(want)), mistakes, rtol=rtol, atol=atol)
+    message = diagnose(np.asarray(float(got)), np.asarray(float(want)), mistakes, rtol=rtol, atol=atol,
+                       case=case, output=output or name)
     if message:
         raise CheckFailure(f"{name} is wrong: {message}")
     raise CheckFailure(f"{name} is {float(got)!r}, expected {float(want)!r}")
@@ -424,8 +578,8 @@ def fraction_tolerance(count: Any) -> Any:
     return float(tol) if tol.ndim == 0 else tol
 
 
-def expect_fraction(name: str, got: Any, want: Any, count: Any, *,
-                    mistakes: Mapping[str, Any] | None = None) -> None:
+def expect_fraction(name: str, got: Any, want: Any, count: Any, *, mistakes: Any = None,
+                    case: Mapping[str, Any] | None = None, output: str | None = None) -> None:
     """Check a fraction ``k / count`` (share of saturated units, of correct predictions...), scalar or array.
 
     A fraction is only known to its resolution ``1 / count``, and students compute it in whatever
@@ -441,9 +595,10 @@ def expect_fraction(name: str, got: Any, want: Any, count: Any, *,
         want: the exact fraction(s), float64.
         count: how many things the fraction is taken over (its denominator); an int, or an array
             broadcastable to ``want`` (one denominator per entry).
-        mistakes: ``{message: outcome}`` as for :func:`expect_array`.
+        mistakes, case, output: as for :func:`expect_array`.
     """
     want = np.asarray(want, dtype=np.float64)
+    kw = {"case": case, "output": output or name}
     atol = fraction_tolerance(count)
     if isinstance(got, (bool, np.bool_)):
         raise CheckFailure(f"{name} is {describe_value(got)}, expected a fraction between 0 and 1 (a comparison "
@@ -458,7 +613,7 @@ def expect_fraction(name: str, got: Any, want: Any, count: Any, *,
                            + (" (booleans: average them as floats, e.g. .float().mean() or .mean())"
                               if got.dtype.kind == "b" else ""))
     if got.shape != want.shape:
-        message = diagnose(got, want, mistakes, rtol=0.0, atol=float(np.min(atol)))
+        message = diagnose(got, want, mistakes, rtol=0.0, atol=float(np.min(atol)), **kw)
         if message:
             raise CheckFailure(f"{name} has shape {got.shape} instead of {want.shape}: {message}")
         raise CheckFailure(f"{name} has shape {got.shape}, expected {want.shape}")
@@ -466,7 +621,7 @@ def expect_fraction(name: str, got: Any, want: Any, count: Any, *,
     with np.errstate(all="ignore"):
         if np.allclose(got64, want, rtol=0.0, atol=atol, equal_nan=True):
             return
-        message = diagnose(got64, want, mistakes, rtol=0.0, atol=float(np.min(atol)))
+        message = diagnose(got64, want, mistakes, rtol=0.0, atol=float(np.min(atol)), **kw)
         if message:
             raise CheckFailure(f"{name} is wrong: {message}")
         counts = np.broadcast_to(np.asarray(count, dtype=np.float64), want.shape)
