@@ -19,6 +19,7 @@ Usage: python book/build.py [--out DIR] [--src DIR] [--jobs N]
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import io
 import json
 import re
@@ -35,9 +36,17 @@ WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
 # time; thebe and the comment widgets load scripts in the browser) and that the course does not use.
 DROPPED_EXTENSIONS = ("sphinx.ext.intersphinx", "sphinx_thebe", "sphinx_comments")
 DROPPED_SETTINGS = ("intersphinx_mapping", "comments_config")
+# Bundles MathJax 3.2.2 into the site's _static/mathjax/ (24 MB) and points the pages at it, so formulas render
+# without a network; without it the pages load MathJax 3 from its CDN. (The distribution's name has hyphens.)
+MATHJAX_OFFLINE = "sphinx-mathjax-offline"
 # Links from a notebook to a README section become links to the site page that shows that section.
 README_ANCHORS = {"the-course": "index.md#the-course", "two-commands": "how_to_run.md#two-commands"}
 MARKER = re.compile(r"<!-- from README: ([a-z-]+) -->")
+
+
+def local_mathjax() -> bool:
+    """Whether MathJax is bundled into the site (sphinx-mathjax-offline installed) rather than loaded from a CDN."""
+    return importlib.util.find_spec(MATHJAX_OFFLINE) is not None
 
 
 class SiteError(Exception):
@@ -235,6 +244,8 @@ def sphinx_build(src: Path, out: Path, jobs: int, quiet: bool) -> list[str]:
     config, _ = get_final_config(user_yaml=src / "_config.yml", sourcedir=src, raise_on_invalid=True,
                                  cli_config={"external_toc_path": "_toc.yml", "latex_individualpages": False})
     config["extensions"] = [name for name in config["extensions"] if name not in DROPPED_EXTENSIONS]
+    if local_mathjax():
+        config["extensions"].append(MATHJAX_OFFLINE)
     for key in DROPPED_SETTINGS:              # settings of the dropped extensions, which Sphinx would warn about
         config.pop(key, None)
     if out.exists():
@@ -247,6 +258,10 @@ def sphinx_build(src: Path, out: Path, jobs: int, quiet: bool) -> list[str]:
         app.build(force_all=True)
     if app.statuscode:
         warnings.lines.append(f"Sphinx exited with status {app.statuscode}")
+    # The pydata and book themes copy two of their Jinja macro files into _static as if they were pages; they
+    # are never linked, and their unrendered `{{ pathto(...) }}` links would only look broken.
+    for leftover in (out / "_static").glob("*webpack-macros.html"):
+        leftover.unlink()
     return warnings.lines
 
 
@@ -279,6 +294,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"make site: {counts['chapters']} chapters and {counts['exercises']} exercise notebooks "
           f"({counts['widgets_dropped']} progress-bar widgets left out) built in {seconds:.1f} s: "
           f"{out / 'index.html'}")
+    print("make site: formulas are drawn by " + ("MathJax bundled into the site (_static/mathjax), offline too"
+          if local_mathjax() else "MathJax loaded from its CDN (offline they show as LaTeX; installing "
+          f"{MATHJAX_OFFLINE} bundles it)"))
     return 0
 
 
