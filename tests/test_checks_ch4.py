@@ -145,7 +145,8 @@ def test_convert_momentum_names_d2l_not_the_paper():
     def unknown_d2l(value, source, target):
         keep_old = {"cs231n", "keras"}
         return value if (source in keep_old) == (target in keep_old) else 1 - value
-    _fails("ch4_convert_momentum", unknown_d2l, "copied unchanged", "'d2l' and 'pytorch' use opposite conventions")
+    _fails("ch4_convert_momentum", unknown_d2l, "[value=0.9, source='d2l', target='pytorch']: the converted momentum "
+           "is wrong: the number was copied unchanged: the source and the target use opposite conventions")
 
 
 # ---------------------------------------------------------------- bias-corrected EMA

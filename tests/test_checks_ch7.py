@@ -355,3 +355,82 @@ def test_sync_stats_plain_average_of_variances():
         mean, var, uvar = _stats(shards)
         return mean, np.mean([s.var(axis=(0, 2, 3)) for s in shards], axis=0), uvar
     check_fails("ch7_sync_stats", wrong, "var is wrong", "without weights and without the between-replica term")
+
+
+# ---- verdicts without holes: far from 0, in place, swapped, default eps ---------------------------------------
+def test_merge_and_sync_stats_cases_sit_far_from_zero_with_a_constant_channel():
+    merge = get_exercise("ch7_merge_mean_var").cases(np.random.default_rng(0))
+    assert max(np.abs(c["means"]).max() for c in merge) > 5e5
+    assert any(5e3 < np.abs(c["means"]).max() < 5e4 for c in merge)
+    assert any((c["variances"] == 0).all(axis=0).any() for c in merge)
+    sync = get_exercise("ch7_sync_stats").cases(np.random.default_rng(0))
+    xs = [np.concatenate([c[f"x{r}"] for r in range(c["replicas"])]) for c in sync]
+    assert max(np.abs(x).max() for x in xs) > 5e5 and any(5e3 < np.abs(x.mean()) < 5e4 for x in xs)
+    assert any((np.ptp(x, axis=(0, 2, 3)) == 0).any() for x in xs)
+
+
+def test_merge_unshifted_moments_lose_precision_far_from_zero():
+    def moments(c, mu, v):                        # E[x**2] - mean**2: exact near 0, 4 to 8 digits short at 1e4, 1e6
+        n = c[:, None]
+        mean = (n * mu).sum(0) / n.sum()
+        return mean, (n * (v + mu ** 2)).sum(0) / n.sum() - mean ** 2
+    msg = check_fails("ch7_merge_mean_var", moments)
+    assert msg.endswith(
+        "var loses precision when the data sits far from 0 (here about 1e+04, with a spread of about 1): it is off "
+        "by up to " + msg.split("off by up to ")[1].split(",")[0] + ", and the tolerance is rtol=1e-09, atol=1e-12. "
+        "sum_r n_r (var_r + mean_r**2) / N - mean**2 subtracts two numbers near n * 1e+04**2 and keeps only the "
+        "digits float64 has left; add the within-replica term sum_r n_r var_r and the between-replica term sum_r "
+        "n_r (mean_r - mean)**2, which never square the offset"), msg
+
+
+def test_sync_stats_sum_of_squares_loses_precision_far_from_zero():
+    def sums_of_squares(shards):                  # what one all-reduce of (sum, sum of squares, count) gives
+        m = sum(s.size // s.shape[1] for s in shards)
+        s1 = sum(s.sum(axis=(0, 2, 3)) for s in shards)
+        s2 = sum((s ** 2).sum(axis=(0, 2, 3)) for s in shards)
+        mean = s1 / m
+        var = s2 / m - mean ** 2
+        return mean, var, var * m / (m - 1)
+    check_fails("ch7_sync_stats", sums_of_squares, "var loses precision when the data sits far from 0",
+                "tolerance is rtol=1e-09, atol=1e-12", "M2 (the sum of squared deviations from its OWN mean)")
+
+
+def test_ch7_in_place_mutation_is_named_in_every_exercise():
+    def merge_in_place(c, mu, v):
+        out = merge_mean_var(c, mu, v)
+        v *= 1.0 + 0.0 * v + (v == v)             # doubles the caller's variances
+        return out
+    check_fails("ch7_merge_mean_var", merge_in_place, "changed variances in place")
+
+    def stats_in_place(shards):
+        out = sync_batch_stats(shards)
+        for s in shards:
+            s -= out[0].reshape(1, -1, 1, 1)      # centres the caller's shards
+        return out
+    check_fails("ch7_sync_stats", stats_in_place, "changed shards[0], shards[1]", "in place")
+
+    def backward_in_place(dy, xs, g, e):
+        out = sync_bn_backward(dy, xs, g, e)
+        dy[0] *= 0
+        return out
+    check_fails("ch7_sync_backward", backward_in_place, "changed dy_shards[0] in place")
+
+    def ghost_in_place(x, v, g, b, e):
+        out = ghost_batch_norm(x, v, g, b, e)
+        x[:] = out
+        return out
+    check_fails("ch7_ghost_bn", ghost_in_place, "changed x in place")
+
+
+def test_merge_results_in_the_wrong_order_are_named():
+    def swapped(c, mu, v):
+        mean, var = merge_mean_var(c, mu, v)
+        return var, mean
+    check_fails("ch7_merge_mean_var", swapped, "returned its two results in the wrong order: return (mean, var)")
+
+
+def test_ch7_default_eps_is_named():
+    check_fails("ch7_sync_backward", lambda dy, x, g, e: sync_bn_backward(dy, x, g, 1e-5),
+                "dx_shards[0] is wrong", "ignores the eps it is given and uses 1e-5")
+    check_fails("ch7_ghost_bn", lambda x, v, g, b, e: ghost_batch_norm(x, v, g, b, 1e-5),
+                "out is wrong: out ignores the eps it is given and uses 1e-5")

@@ -39,19 +39,17 @@ from typing import Any
 
 import numpy as np
 
-from .core import CheckFailure, Exercise, expect, expect_array, expect_scalar, register
+from .core import CheckFailure, Exercise, Mistake, expect, expect_array, expect_scalar, register
 from .predict import PredictChoice, PredictNumber
-from .shared import call_watching, in_place_message, swapped_order_message
+from .shared import call_watching, in_place_message, to_numpy
 
 __all__ = [
     "RunningUpdate", "ConvertMomentum", "BiasCorrectedEMA", "PopulationStats", "FoldBN", "FoldLinear",
-    "MergeStats", "PredictVarSteps", "PredictEval", "DebugPredict", "KEEP_OLD", "TAKE_NEW",
+    "MergeStats", "PredictVarSteps", "PredictEval", "DebugPredict", "KEEP_OLD", "precision_loss",
 ]
 
 #: sources whose number is the weight kept on the OLD average (alpha)
 KEEP_OLD = ("d2l", "cs231n", "keras")
-#: conventions whose number is the weight given to the NEW value
-TAKE_NEW = ("pytorch",)
 
 
 def _pair(result: Any, what: str, names: tuple[str, str]) -> tuple[Any, Any]:
@@ -60,13 +58,6 @@ def _pair(result: Any, what: str, names: tuple[str, str]) -> tuple[Any, Any]:
         got = f"a {type(result).__name__} of length {n}" if n is not None else f"a {type(result).__name__}"
         raise CheckFailure(f"{what} must return a tuple ({names[0]}, {names[1]}); it returned {got}")
     return result[0], result[1]
-
-
-def _to_numpy(v: Any) -> Any:
-    # Tensors become arrays (the student may use torch); anything else passes through for expect_array.
-    if type(v).__module__.startswith("torch") and hasattr(v, "detach"):
-        return v.detach().cpu().numpy()
-    return v
 
 
 # --------------------------------------------------------------------------------------------
@@ -79,6 +70,55 @@ def _new_weight(momentum: float, convention: str) -> float:
 
 def _update(rm, rv, batch_mean, batch_var, w):
     return (1.0 - w) * rm + w * batch_mean, (1.0 - w) * rv + w * batch_var
+
+
+def _running_parts(case, *, bessel=True, reverse=False, std=False):
+    """The update of a case, the right one or a variant (no Bessel, weight 1 - w, standard deviation averaged)."""
+    rm, rv, x = case["running_mean"], case["running_var"], case["x"]
+    n = x.shape[0]
+    bmean, bvar = x.mean(axis=0), x.var(axis=0)                 # biased batch variance
+    var_in = bvar * n / (n - 1) if bessel else bvar
+    if std:
+        var_in = np.sqrt(var_in)
+    w = _new_weight(case["momentum"], case["convention"])
+    updated = _update(rm, rv, bmean, var_in, 1.0 - w if reverse else w)
+    # "want" is the right answer only with the default keywords
+    return {"updated": updated, "want": updated if case["training"] else (rm, rv), "bmean": bmean, "batch_var": var_in}
+
+
+def _in_training(case, outcome):
+    return outcome if case["training"] else None
+
+
+def _in_eval(case, outcome):
+    return None if case["training"] else outcome
+
+
+def _as_update(pair):
+    return {"new_mean": pair[0], "new_var": pair[1]}
+
+
+_RULE = {"pytorch": "running = (1 - momentum) * running + momentum * batch",
+         "keep_old": "running = alpha * running + (1 - alpha) * batch"}
+_REVERSED = {"pytorch": "PyTorch's momentum weights the NEW batch value, ",
+             "keep_old": "alpha is the weight kept on the OLD running value, "}
+_STALE = "in inference mode (training=False) the running statistics must not change: return them as they are"
+
+
+def _reversed_mistake(convention):
+    return Mistake(f"reversed_{convention}", f"the momentum convention is reversed: in the {convention!r} convention "
+                   + _REVERSED[convention] + _RULE[convention],
+                   lambda c: _in_training(c, _as_update(_running_parts(c, reverse=True)["updated"]))
+                   if c["convention"] == convention else None)
+
+
+def _replaced_mistake(convention, what):
+    stat = {"mean": "running mean was replaced by the batch mean", "var": "running variance was replaced by the batch "
+            "variance"}[what]
+    return Mistake(f"replaced_{what}_{convention}", f"the {stat} instead of averaged with it: " + _RULE[convention],
+                   lambda c: _in_training(c, {"new_" + what: _running_parts(c)["bmean" if what == "mean" else
+                                                                                "batch_var"]})
+                   if c["convention"] == convention else None)
 
 
 @register
@@ -95,6 +135,34 @@ class RunningUpdate(Exercise):
         "the weight of the new value is w = momentum (pytorch) or 1 - alpha (keep_old); running = (1 - w) * running "
         "+ w * batch_stat, and the variance mixed in is the unbiased one, biased_var * N / (N - 1)",
     )
+    mistakes = (
+        Mistake("swapped", "your function returned its two results in the wrong order: return (new_mean, new_var), "
+                "not (new_var, new_mean)",
+                lambda c: dict(zip(("new_var", "new_mean"), _running_parts(c)["want"]))),
+        Mistake("stale", _STALE, lambda c: _in_eval(c, _as_update(_running_parts(c)["updated"]))),
+        Mistake("stale_reversed", _STALE + " (your update also reverses the momentum convention)",
+                lambda c: _in_eval(c, _as_update(_running_parts(c, reverse=True)["updated"]))),
+        Mistake("stale_no_bessel", _STALE + " (and your running_var also misses Bessel's correction)",
+                lambda c: _in_eval(c, {"new_var": _running_parts(c, bessel=False)["updated"][1]})),
+        _reversed_mistake("pytorch"),
+        _reversed_mistake("keep_old"),
+        _replaced_mistake("pytorch", "mean"),
+        _replaced_mistake("keep_old", "mean"),
+        Mistake("mean_not_updated", "the running mean was not updated in training mode",
+                lambda c: _in_training(c, {"new_mean": c["running_mean"]})),
+        Mistake("no_bessel", "running_var is stored without Bessel's correction: normalize with the biased variance, "
+                "but store the unbiased one, batch_var * n / (n - 1)",
+                lambda c: _in_training(c, {"new_var": _running_parts(c, bessel=False)["updated"][1]})),
+        Mistake("reversed_no_bessel", "the convention is reversed and running_var misses Bessel's correction "
+                "n / (n - 1)",
+                lambda c: _in_training(c, {"new_var": _running_parts(c, bessel=False, reverse=True)["updated"][1]})),
+        Mistake("averaged_std", "you averaged the standard deviation instead of the variance",
+                lambda c: _in_training(c, {"new_var": _running_parts(c, std=True)["updated"][1]})),
+        _replaced_mistake("pytorch", "var"),
+        _replaced_mistake("keep_old", "var"),
+        Mistake("var_not_updated", "the running variance was not updated in training mode",
+                lambda c: _in_training(c, {"new_var": c["running_var"]})),
+    )
 
     def cases(self, rng):
         out = []
@@ -110,65 +178,28 @@ class RunningUpdate(Exercise):
         return out
 
     def run(self, fn, case):
-        rm, rv, x = case["running_mean"], case["running_var"], case["x"]
-        rm_before, rv_before = rm.copy(), rv.copy()
-        res = fn(rm, rv, x, case["momentum"], case["convention"], case["training"])
+        res, changed = call_watching(fn, {k: case[k] for k in ("running_mean", "running_var", "x", "momentum",
+                                                               "convention", "training")})
         new_mean, new_var = _pair(res, "running_update", ("new_mean", "new_var"))
-        return {"new_mean": _to_numpy(new_mean), "new_var": _to_numpy(new_var),
-                "inputs_unchanged": bool(np.array_equal(rm, rm_before) and np.array_equal(rv, rv_before))}
+        return {"new_mean": to_numpy(new_mean), "new_var": to_numpy(new_var), "changed": changed}
 
     def verify(self, case, result):
-        rm, rv, x = case["running_mean"], case["running_var"], case["x"]
-        momentum, convention, training = case["momentum"], case["convention"], case["training"]
-        n = x.shape[0]
-        bmean, bvar = x.mean(axis=0), x.var(axis=0)                 # biased batch variance
-        unbiased = bvar * n / (n - 1)
-        w = _new_weight(momentum, convention)
-        if training:
-            want_mean, want_var = _update(rm, rv, bmean, unbiased, w)
-        else:
-            want_mean, want_var = rm, rv
-        reversed_mean, reversed_var = _update(rm, rv, bmean, unbiased, 1.0 - w)
-        rule = ("running = (1 - momentum) * running + momentum * batch" if convention == "pytorch" else
-                "running = alpha * running + (1 - alpha) * batch")
-        reversed_msg = (f"the momentum convention is reversed: in the {convention!r} convention "
-                        + ("PyTorch's momentum weights the NEW batch value, " if convention == "pytorch" else
-                           "alpha is the weight kept on the OLD running value, ") + rule)
-        swapped = swapped_order_message(result, ("new_mean", "new_var"), (want_mean, want_var))
-        expect(not swapped, swapped)
-        if not training:
-            stale = "in inference mode (training=False) the running statistics must not change: return them as they are"
-            also_reversed = stale + " (your update also reverses the momentum convention)"
-            mean_mistakes = {stale: _update(rm, rv, bmean, unbiased, w)[0], also_reversed: reversed_mean}
-            var_mistakes = {stale: _update(rm, rv, bmean, unbiased, w)[1], also_reversed: reversed_var,
-                            stale + " (and your running_var also misses Bessel's correction)":
-                                _update(rm, rv, bmean, bvar, w)[1]}
-            expect_array("new_mean", result["new_mean"], want_mean, rtol=1e-9, atol=1e-12, mistakes=mean_mistakes)
-            expect_array("new_var", result["new_var"], want_var, rtol=1e-9, atol=1e-12, mistakes=var_mistakes)
-        else:
-            expect_array("new_mean", result["new_mean"], want_mean, rtol=1e-9, atol=1e-12, mistakes={
-                reversed_msg: reversed_mean,
-                "the running mean was replaced by the batch mean instead of averaged with it: " + rule: bmean,
-                "the running mean was not updated in training mode": rm,
-            })
-            expect_array("new_var", result["new_var"], want_var, rtol=1e-9, atol=1e-12, mistakes={
-                reversed_msg: reversed_var,
-                "running_var is stored without Bessel's correction: normalize with the biased variance, but store "
-                "the unbiased one, batch_var * n / (n - 1)": _update(rm, rv, bmean, bvar, w)[1],
-                "the convention is reversed and running_var misses Bessel's correction n / (n - 1)":
-                    _update(rm, rv, bmean, bvar, 1.0 - w)[1],
-                "you averaged the standard deviation instead of the variance": _update(rm, rv, bmean, np.sqrt(unbiased), w)[1],
-                "the running variance was replaced by the batch variance instead of averaged with it: " + rule: unbiased,
-                "the running variance was not updated in training mode": rv,
-            })
-        expect(result["inputs_unchanged"],
-               "your function changed running_mean or running_var in place; return new arrays and leave the inputs "
-               "as they were (use running_mean * ... instead of running_mean *= ...)")
+        new_mean, new_var = _running_parts(case)["want"]
+        self.expect_outputs(case, result, {"new_mean": new_mean, "new_var": new_var}, rtol=1e-9, atol=1e-12)
+        expect(not result.get("changed"), in_place_message(result.get("changed", "")))
 
 
 # --------------------------------------------------------------------------------------------
 # 2. Converting between conventions
 # --------------------------------------------------------------------------------------------
+def _same_camp(case) -> bool:
+    return (case["source"] in KEEP_OLD) == (case["target"] in KEEP_OLD)
+
+
+def _converted(case) -> float:
+    return case["value"] if _same_camp(case) else 1.0 - case["value"]
+
+
 @register
 class ConvertMomentum(Exercise):
     name = "ch4_convert_momentum"
@@ -180,6 +211,15 @@ class ConvertMomentum(Exercise):
         "d2l, CS231n and Keras keep the old value; PyTorch weights the new one; within one camp the number "
         "does not change",
         "between camps the two weights add up to 1: value_in_the_other_camp = 1 - value",
+    )
+    mistakes = (
+        Mistake("converted_within_camp", "the source and the target use the same convention (d2l, CS231n and Keras "
+                "all weight the OLD value), so the number stays the same; only between keep-old (d2l, CS231n, Keras) "
+                "and PyTorch's take-new convention does it become 1 - value",
+                lambda c: {"value": 1.0 - c["value"]} if _same_camp(c) else None),
+        Mistake("copied", "the number was copied unchanged: the source and the target use opposite conventions (d2l, "
+                "CS231n and Keras weight the OLD value, PyTorch the NEW one), so convert with 1 - value",
+                lambda c: None if _same_camp(c) else {"value": c["value"]}),
     )
 
     def cases(self, rng):
@@ -204,20 +244,9 @@ class ConvertMomentum(Exercise):
         return {"value": float(got)}
 
     def verify(self, case, result):
-        v, src, dst = case["value"], case["source"], case["target"]
-        same = (src in KEEP_OLD) == (dst in KEEP_OLD)
-        want = v if same else 1.0 - v
-        if same:
-            mistakes = {f"{src!r} and {dst!r} use the same convention"
-                        + (" (all three weight the OLD value)" if src in KEEP_OLD else "")
-                        + ", so the number stays the same; only between keep-old (d2l, CS231n, Keras) and "
-                          "PyTorch's take-new convention does it become 1 - value": 1.0 - v}
-        else:
-            mistakes = {f"the number was copied unchanged: {src!r} and {dst!r} use opposite conventions "
-                        f"(d2l, CS231n and Keras weight the OLD value, PyTorch the NEW one), so convert with "
-                        f"1 - value": v}
         # float32 arithmetic (1 - torch.tensor(0.9)) is fine: 1e-7 is far below the gap between value and 1 - value
-        expect_scalar("the converted momentum", result["value"], want, rtol=1e-6, atol=1e-7, mistakes=mistakes)
+        expect_scalar("the converted momentum", result["value"], _converted(case), rtol=1e-6, atol=1e-7,
+                      mistakes=self.mistakes, case=case, output="value")
 
 
 # --------------------------------------------------------------------------------------------
@@ -230,6 +259,21 @@ def _ema(values, alpha, init):
         avg = alpha * avg + (1.0 - alpha) * values[t]
         out[t] = avg
     return out
+
+
+def _ema_parts(case):
+    v, a = case["values"], case["alpha"]
+    t = np.arange(1, len(v) + 1)[:, None]                      # (T, 1)
+    return v, a, t, _ema(v, a, np.zeros(v.shape[1]))
+
+
+def _ema_want(case):
+    v, a, t, raw = _ema_parts(case)
+    return raw / (1.0 - a ** t)
+
+
+def _ema_mistake(id_, message, outcome):
+    return Mistake(id_, message, lambda c: {"out": outcome(*_ema_parts(c))})
 
 
 @register
@@ -246,6 +290,24 @@ class BiasCorrectedEMA(Exercise):
         "alpha**t) with avg_t = alpha * avg_{t-1} + (1 - alpha) * values[t-1]; the recursion never overflows, "
         "powers alpha**(-t) do on long streams",
     )
+    mistakes = (
+        _ema_mistake("no_correction", "the bias correction is missing: divide the EMA started at 0 by "
+                     "(1 - alpha**t), t = 1, 2, ...", lambda v, a, t, raw: raw),
+        _ema_mistake("multiplied", "you multiplied by the correction factor (1 - alpha**t); divide by it: the EMA "
+                     "started at 0 has given the data only that much weight, so dividing scales it up to a proper "
+                     "average", lambda v, a, t, raw: raw * (1.0 - a ** t)),
+        _ema_mistake("off_by_one", "off by one in the correction: at the first step (t = 1) divide by 1 - alpha, not "
+                     "by 1 - alpha**0 = 0 or 1 - alpha**2; use t = 1, 2, ..., T",
+                     lambda v, a, t, raw: raw / (1.0 - a ** (t + 1))),
+        _ema_mistake("starts_at_first", "the EMA starts from the first value instead of from 0; start at 0 (like "
+                     "running_mean) and correct the start-up bias by dividing by (1 - alpha**t)",
+                     lambda v, a, t, raw: _ema(v, a, v[0].copy())),
+        _ema_mistake("reversed", "the convention is reversed: alpha is the weight kept on the OLD average, "
+                     "avg = alpha * avg + (1 - alpha) * value",
+                     lambda v, a, t, raw: _ema(v, 1.0 - a, np.zeros(v.shape[1])) / (1.0 - (1.0 - a) ** t)),
+        _ema_mistake("final_only", "you returned only the final average; return the whole trajectory, one row per "
+                     "step, shape (T, D)", lambda v, a, t, raw: (raw / (1.0 - a ** t))[-1]),
+    )
     LONG = 1500
 
     def cases(self, rng):
@@ -255,13 +317,11 @@ class BiasCorrectedEMA(Exercise):
 
     def run(self, fn, case):
         out, changed = call_watching(fn, {"values": case["values"], "alpha": case["alpha"]})
-        return {"out": _to_numpy(out), "changed": changed}
+        return {"out": to_numpy(out), "changed": changed}
 
     def verify(self, case, result):
-        v, a = case["values"], case["alpha"]
-        t = np.arange(1, len(v) + 1)[:, None]                      # (T, 1)
-        raw = _ema(v, a, np.zeros(v.shape[1]))
-        want = raw / (1.0 - a ** t)
+        v = case["values"]
+        want = _ema_want(case)
         got = result["out"]
         if (len(v) >= self.LONG and type(got) is np.ndarray and got.shape == want.shape and got.dtype.kind == "f"
                 and not np.all(np.isfinite(got))):
@@ -270,20 +330,7 @@ class BiasCorrectedEMA(Exercise):
                 f"out overflows on a long stream (T = {len(v)}): it holds inf or NaN from step {first} on. "
                 f"Powers such as alpha**(-t) or 1 / alpha**t grow without bound; use the recursion "
                 f"avg = alpha * avg + (1 - alpha) * value, whose values stay within the range of the data")
-        expect_array("out", result["out"], want, rtol=1e-9, atol=1e-12, mistakes={
-            "the bias correction is missing: divide the EMA started at 0 by (1 - alpha**t), t = 1, 2, ...": raw,
-            "you multiplied by the correction factor (1 - alpha**t); divide by it: the EMA started at 0 has given "
-            "the data only that much weight, so dividing scales it up to a proper average":
-                lambda: raw * (1.0 - a ** t),
-            "off by one in the correction: at the first step (t = 1) divide by 1 - alpha, not by 1 - alpha**0 = 0 "
-            "or 1 - alpha**2; use t = 1, 2, ..., T": lambda: raw / (1.0 - a ** (t + 1)),
-            "the EMA starts from the first value instead of from 0; start at 0 (like running_mean) and correct "
-            "the start-up bias by dividing by (1 - alpha**t)": lambda: _ema(v, a, v[0].copy()),
-            "the convention is reversed: alpha is the weight kept on the OLD average, "
-            "avg = alpha * avg + (1 - alpha) * value": lambda: _ema(v, 1.0 - a, np.zeros(v.shape[1])) / (1.0 - (1.0 - a) ** t),
-            "you returned only the final average; return the whole trajectory, one row per step, shape (T, D)":
-                lambda: want[-1],
-        })
+        self.expect_outputs(case, result, {"out": want}, rtol=1e-9, atol=1e-12)
         expect(not result.get("changed"), in_place_message(result.get("changed", "")))
 
 
@@ -312,6 +359,15 @@ class _OnePass:
         raise TypeError("batches is an iterator without a length: count the rows as you go")
 
 
+def _pop_parts(case):
+    x, bs = case["x"], case["batch_size"]
+    batches = _split(x, bs)
+    return x, bs, batches, np.array([len(b) for b in batches], dtype=float)
+
+
+_SUMS = "accumulate the count, sum(x - s) and sum((x - s)**2) with a fixed shift s"
+
+
 @register
 class PopulationStats(Exercise):
     name = "ch4_population_stats"
@@ -324,6 +380,30 @@ class PopulationStats(Exercise):
         "mean = sum / n and var = (sum_sq - n * mean**2) / (n - 1); this cancels badly when the data sits far from "
         "0 (1e6 here), so subtract a fixed shift (the first batch's mean) from every batch before summing, and "
         "add it back to the mean",
+    )
+    mistakes = (
+        Mistake("swapped", "your function returned its two results in the wrong order: return (mean, var), not "
+                "(var, mean)", lambda c: {"mean": c["x"].var(axis=0, ddof=1), "var": c["x"].mean(axis=0)}),
+        Mistake("equal_weights", "you averaged the batch means with equal weights, but the last batch is smaller: "
+                "weight each batch by its number of rows (or accumulate the sum of x and the count)",
+                lambda c: {"mean": np.mean([b.mean(axis=0) for b in _pop_parts(c)[2]], axis=0)}),
+        Mistake("last_batch", "the mean is of the last batch only: accumulate over all batches",
+                lambda c: {"mean": _pop_parts(c)[2][-1].mean(axis=0)}),
+        Mistake("biased", "the variance is the biased one (divide by n); store the unbiased n/(n-1) version, as "
+                "running_var does", lambda c: {"var": c["x"].var(axis=0)}),
+        Mistake("averaged_variances", "you averaged the per-batch variances (what momentum=None does); that ignores "
+                "how far the batch means are from the overall mean: " + _SUMS + " (or merge means and squared "
+                "deviations)", lambda c: {"var": np.mean([b.var(axis=0, ddof=1) for b in _pop_parts(c)[2]], axis=0)}),
+        Mistake("paper_bessel", "you applied the paper's m/(m-1) to the average of biased batch variances; that "
+                "estimates the variance within a batch, not the exact variance of all rows: " + _SUMS,
+                lambda c: {"var": np.mean([b.var(axis=0) for b in _pop_parts(c)[2]], axis=0) * c["batch_size"]
+                           / (c["batch_size"] - 1)}),
+        Mistake("weighted_variances", "you averaged the per-batch variances weighted by size; that still ignores the "
+                "spread between batch means: " + _SUMS,
+                lambda c: {"var": (_pop_parts(c)[3][:, None] * np.array([b.var(axis=0) for b in _pop_parts(c)[2]]))
+                           .sum(0) / (len(c["x"]) - 1)}),
+        Mistake("std", "you returned the standard deviation instead of the variance",
+                lambda c: {"var": np.sqrt(c["x"].var(axis=0, ddof=1))}),
     )
 
     def cases(self, rng):
@@ -346,58 +426,45 @@ class PopulationStats(Exercise):
         res = fn(batches)
         mean, var = _pair(res, "population_stats", ("mean", "var"))
         modified = any(not np.array_equal(b, o) for b, o in zip(given, _split(case["x"], case["batch_size"])))
-        return {"mean": _to_numpy(mean), "var": _to_numpy(var), "changed": "a batch" if modified else ""}
+        return {"mean": to_numpy(mean), "var": to_numpy(var), "changed": "a batch" if modified else ""}
 
     def verify(self, case, result):
-        x, bs = case["x"], case["batch_size"]
-        batches = _split(x, bs)
-        n = len(x)
+        x = case["x"]
         want_mean, want_var = x.mean(axis=0), x.var(axis=0, ddof=1)
-        sizes = np.array([len(b) for b in batches], dtype=float)
-        swapped = swapped_order_message(result, ("mean", "var"), (want_mean, want_var))
-        expect(not swapped, swapped)
         _precision(result["var"], want_var, x)
-        expect_array("mean", result["mean"], want_mean, rtol=1e-9, atol=1e-10, mistakes={
-            "you averaged the batch means with equal weights, but the last batch is smaller: weight each batch "
-            "by its number of rows (or accumulate the sum of x and the count)":
-                np.mean([b.mean(axis=0) for b in batches], axis=0),
-            "the mean is of the last batch only: accumulate over all batches": batches[-1].mean(axis=0),
-        })
-        expect_array("var", result["var"], want_var, rtol=1e-9, atol=1e-10, mistakes={
-            "the variance is the biased one (divide by n); store the unbiased n/(n-1) version, as running_var does":
-                x.var(axis=0),
-            "you averaged the per-batch variances (what momentum=None does); that ignores how far the batch means "
-            "are from the overall mean: accumulate sum(x) and sum(x**2) (or merge means and squared deviations)":
-                lambda: np.mean([b.var(axis=0, ddof=1) for b in batches], axis=0),
-            "you applied the paper's m/(m-1) to the average of biased batch variances; that estimates the variance "
-            "within a batch, not the exact variance of all rows: accumulate sum(x) and sum(x**2)":
-                lambda: np.mean([b.var(axis=0) for b in batches], axis=0) * bs / (bs - 1),
-            "you averaged the per-batch variances weighted by size; that still ignores the spread between batch "
-            "means: accumulate sum(x) and sum(x**2)":
-                lambda: (sizes[:, None] * np.array([b.var(axis=0) for b in batches])).sum(0) / (n - 1),
-            "you returned the standard deviation instead of the variance": np.sqrt(want_var),
-        })
+        self.expect_outputs(case, result, {"mean": want_mean, "var": want_var}, rtol=1e-9, atol=1e-10)
         expect(not result.get("changed"), in_place_message(result.get("changed", "")) + " (a DataLoader may hand "
                "out views of the dataset: subtracting in place would change the data itself)")
 
 
+_SHIFT_FIX = ("subtract a fixed shift (e.g. the first batch's mean) from the data before summing squares, or merge "
+              "(count, mean, sum of squared deviations) batch by batch")
+
+
 def _precision(got: Any, want: np.ndarray, x: np.ndarray, what: str = "var") -> None:
     """Name the precision loss of an unshifted sum of squares (data far from 0), before the generic checks."""
-    offset = float(np.max(np.abs(x.mean(axis=0))))
+    precision_loss(got, want, float(np.max(np.abs(x.mean(axis=0)))), what=what, fix=_SHIFT_FIX)
+
+
+def precision_loss(got: Any, want: np.ndarray, offset: float, *, what: str = "var", fix: str = _SHIFT_FIX,
+                   formula: str = "sum(x**2) - n * mean**2", rtol: float = 1e-9, atol: float = 1e-10) -> None:
+    """Raise the precision message when ``got`` is right only up to the round-off of ``formula`` at ``offset``.
+
+    Data far from 0 (``offset`` >= 1e3, spread about 1): an answer that matches ``want`` only to within 1 % of
+    its largest value is right in idea and wrong in formula (catastrophic cancellation); the message states
+    the tolerance it missed. Shared by the variance exercises of chapters 4 and 7."""
     if offset < 1e3 or type(got) is not np.ndarray or got.shape != want.shape or got.dtype != want.dtype:
         return
     with np.errstate(all="ignore"):
-        if np.allclose(got, want, rtol=1e-9, atol=1e-10) or not np.all(np.isfinite(got)):
+        if np.allclose(got, want, rtol=rtol, atol=atol) or not np.all(np.isfinite(got)):
             return
         err = np.abs(got - want)
     spread = float(np.max(want)) if np.max(want) > 0 else 1.0
     if np.all(err <= 1e-2 * spread + 1e-2):    # right up to round-off: the formula, not the idea, is wrong
         raise CheckFailure(
             f"{what} loses precision when the data sits far from 0 (here about {offset:.0e}, with a spread of about "
-            f"1): it is off by up to {float(err.max()):.1e}. sum(x**2) - n * mean**2 subtracts two numbers near "
-            f"n * {offset:.0e}**2 and keeps only the digits float64 has left; subtract a fixed shift (e.g. the first "
-            f"batch's mean) from the data before summing squares, or merge (count, mean, sum of squared "
-            f"deviations) batch by batch")
+            f"1): it is off by up to {float(err.max()):.1e}, and the tolerance is rtol={rtol:g}, atol={atol:g}. {formula} "
+            f"subtracts two numbers near n * {offset:.0e}**2 and keeps only the digits float64 has left; {fix}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -416,6 +483,27 @@ def _bn_case(rng, d, eps, constant_feature=False):
             "running_mean": rng.normal(size=d) * 3, "running_var": var, "eps": eps}
 
 
+def _fold_args(case):
+    return tuple(case[k] for k in ("gamma", "beta", "running_mean", "running_var", "eps"))
+
+
+def _fold_a(id_, message, a_of):
+    """A mistake in a = a_of(gamma, var, eps); b = beta - a * mean made with the same wrong a."""
+    def wrong(case):
+        g, be, m, v, eps = _fold_args(case)
+        a = a_of(g, v, eps)
+        return {"a": a, "b": be - a * m}
+    return Mistake(id_, message, wrong)
+
+
+def _fold_b(id_, message, b_of):
+    """A mistake in b = b_of(beta, a, mean, var, eps), a right."""
+    def wrong(case):
+        g, be, m, v, eps = _fold_args(case)
+        return {"b": b_of(be, _affine(g, be, m, v, eps)[0], m, v, eps)}
+    return Mistake(id_, message, wrong)
+
+
 @register
 class FoldBN(Exercise):
     name = "ch4_fold_bn"
@@ -427,6 +515,27 @@ class FoldBN(Exercise):
         "the terms that multiply x and those that do not",
         "a = gamma / sqrt(running_var + eps) and b = beta - a * running_mean",
     )
+    mistakes = (
+        Mistake("swapped", "your function returned its two results in the wrong order: return (a, b), not (b, a)",
+                lambda c: dict(zip(("b", "a"), _affine(*_fold_args(c))))),
+        _fold_a("no_eps", "eps is missing: a = gamma / sqrt(running_var + eps)", lambda g, v, e: g / np.sqrt(v)),
+        _fold_a("default_eps", "a ignores the eps it is given and uses 1e-5 (a default argument or a constant)",
+                lambda g, v, e: g / np.sqrt(v + 1e-5)),
+        _fold_a("var_not_std", "you divided by the variance instead of the standard deviation: a = gamma / "
+                "sqrt(running_var + eps)", lambda g, v, e: g / (v + e)),
+        _fold_a("inverted", "a is inverted: a = gamma / sqrt(running_var + eps), not sqrt(running_var + eps) / gamma",
+                lambda g, v, e: np.sqrt(v + e) / g),
+        _fold_a("no_gamma", "gamma is missing from a = gamma / sqrt(running_var + eps)",
+                lambda g, v, e: 1.0 / np.sqrt(v + e)),
+        _fold_b("mean_unscaled", "b must subtract the scaled mean: b = beta - a * running_mean (you used beta - "
+                "running_mean)", lambda be, a, m, v, e: be - m),
+        _fold_b("mean_sign", "b has the wrong sign of the mean term: b = beta - a * running_mean",
+                lambda be, a, m, v, e: be + a * m),
+        _fold_b("no_beta", "b is missing beta: b = beta - a * running_mean", lambda be, a, m, v, e: -a * m),
+        _fold_b("mean_not_gamma", "the running mean was divided by the standard deviation but not multiplied by "
+                "gamma: b = beta - a * running_mean with a = gamma / sqrt(running_var + eps)",
+                lambda be, a, m, v, e: be - m / np.sqrt(v + e)),
+    )
 
     def cases(self, rng):
         return [_bn_case(rng, d, eps, constant) for d, eps, constant in
@@ -435,33 +544,15 @@ class FoldBN(Exercise):
     def run(self, fn, case):
         res, changed = call_watching(fn, {k: case[k] for k in ("gamma", "beta", "running_mean", "running_var", "eps")})
         a, b = _pair(res, "fold_bn", ("a", "b"))
-        return {"a": _to_numpy(a), "b": _to_numpy(b), "changed": changed}
+        return {"a": to_numpy(a), "b": to_numpy(b), "changed": changed}
 
     def verify(self, case, result):
         with np.errstate(divide="ignore", invalid="ignore"):        # a mistake without eps divides by sqrt(0)
             self._verify(case, result)
 
     def _verify(self, case, result):
-        g, be, m, v, eps = (case[k] for k in ("gamma", "beta", "running_mean", "running_var", "eps"))
-        a, b = _affine(g, be, m, v, eps)
-        swapped = swapped_order_message(result, ("a", "b"), (a, b), atol=1e-12)
-        expect(not swapped, swapped)
-        expect_array("a", result["a"], a, rtol=1e-9, atol=1e-12, mistakes={
-            "eps is missing: a = gamma / sqrt(running_var + eps)": g / np.sqrt(v),
-            "a ignores the eps it is given and uses 1e-5 (a default argument or a constant)": g / np.sqrt(v + 1e-5),
-            "you divided by the variance instead of the standard deviation: a = gamma / sqrt(running_var + eps)":
-                g / (v + eps),
-            "a is inverted: a = gamma / sqrt(running_var + eps), not sqrt(running_var + eps) / gamma":
-                np.sqrt(v + eps) / g,
-            "gamma is missing from a = gamma / sqrt(running_var + eps)": 1.0 / np.sqrt(v + eps),
-        })
-        expect_array("b", result["b"], b, rtol=1e-9, atol=1e-12, mistakes={
-            "b must subtract the scaled mean: b = beta - a * running_mean (you used beta - running_mean)": be - m,
-            "b has the wrong sign of the mean term: b = beta - a * running_mean": be + a * m,
-            "b is missing beta: b = beta - a * running_mean": -a * m,
-            "the running mean was divided by the standard deviation but not multiplied by gamma: "
-            "b = beta - a * running_mean with a = gamma / sqrt(running_var + eps)": be - m / np.sqrt(v + eps),
-        })
+        a, b = _affine(*_fold_args(case))
+        self.expect_outputs(case, result, {"a": a, "b": b}, rtol=1e-9, atol=1e-12)
         expect(not result.get("changed"), in_place_message(result.get("changed", "")))
 
 
@@ -475,6 +566,18 @@ class FoldLinear(Exercise):
         "affine map",
         "W is (D_out, D_in) and row k of W produces output k; a and b from fold_bn are (D_out,)",
         "W_folded is W with row k multiplied by a[k] (broadcast a as a column), and c_folded = a * c + b",
+    )
+    mistakes = (
+        Mistake("columns", "you scaled the columns of W (its inputs) instead of its rows (its outputs): W_folded = "
+                "a[:, None] * W", lambda c: {"W_folded": c["W"] * _affine(*_fold_args(c))[0][None, :]}
+                if c["W"].shape[0] == c["W"].shape[1] else None),      # not square: W * a raises, run names it
+        Mistake("W_unscaled", "W was not scaled: W_folded = a[:, None] * W", lambda c: {"W_folded": c["W"]}),
+        Mistake("bias_dropped", "the old bias was dropped: c_folded = a * c + b",
+                lambda c: {"c_folded": _affine(*_fold_args(c))[1]}),
+        Mistake("bias_unscaled", "the old bias must be scaled too: c_folded = a * c + b (you used c + b)",
+                lambda c: {"c_folded": c["c"] + _affine(*_fold_args(c))[1]}),
+        Mistake("no_b", "c_folded = a * c + b: you forgot to add b",
+                lambda c: {"c_folded": _affine(*_fold_args(c))[0] * c["c"]}),
     )
 
     def cases(self, rng):
@@ -496,21 +599,12 @@ class FoldLinear(Exercise):
                 f"your code raised ValueError: {e}. W has shape (D_out, D_in) and a has shape (D_out,): to scale "
                 f"the rows of W (its outputs) write a[:, None] * W; W * a would scale the columns of W") from e
         W2, c2 = _pair(res, "fold_linear", ("W_folded", "c_folded"))
-        return {"W_folded": _to_numpy(W2), "c_folded": _to_numpy(c2), "changed": changed}
+        return {"W_folded": to_numpy(W2), "c_folded": to_numpy(c2), "changed": changed}
 
     def verify(self, case, result):
         W, c = case["W"], case["c"]
-        a, b = _affine(*(case[k] for k in ("gamma", "beta", "running_mean", "running_var", "eps")))
-        expect_array("W_folded", result["W_folded"], a[:, None] * W, rtol=1e-9, atol=1e-12, mistakes={
-            "you scaled the columns of W (its inputs) instead of its rows (its outputs): W_folded = a[:, None] * W":
-                lambda: W * a[None, :] if W.shape[0] == W.shape[1] else None,
-            "W was not scaled: W_folded = a[:, None] * W": W,
-        })
-        expect_array("c_folded", result["c_folded"], a * c + b, rtol=1e-9, atol=1e-12, mistakes={
-            "the old bias was dropped: c_folded = a * c + b": b,
-            "the old bias must be scaled too: c_folded = a * c + b (you used c + b)": c + b,
-            "c_folded = a * c + b: you forgot to add b": a * c,
-        })
+        a, b = _affine(*_fold_args(case))
+        self.expect_outputs(case, result, {"W_folded": a[:, None] * W, "c_folded": a * c + b}, rtol=1e-9, atol=1e-12)
         expect(not result.get("changed"), in_place_message(result.get("changed", "")))
 
 
@@ -523,6 +617,18 @@ def _merge_parts(counts, means, variances):
     within = (counts[:, None] * variances).sum(axis=0)                     # sum of squared deviations inside chunks
     between = (counts[:, None] * (means - mean) ** 2).sum(axis=0)          # chunk means around the overall mean
     return n, mean, within, between
+
+
+def _merge_case(case):
+    return _merge_parts(case["counts"].astype(np.float64), case["means"], case["variances"])
+
+
+def _merge_var(id_, message, var_of):
+    """A mistake in the variance: var_of(n, within, between, case)."""
+    def wrong(case):
+        n, _, within, between = _merge_case(case)
+        return {"var": var_of(n, within, between, case)}
+    return Mistake(id_, message, wrong)
 
 
 @register
@@ -538,6 +644,27 @@ class MergeStats(Exercise):
         "squared deviations from its own mean; the result is two (D,) arrays",
         "mean = sum_k n_k * mean_k / n; var = (sum_k n_k * var_k + sum_k n_k * (mean_k - mean)**2) / (n - 1), "
         "n = sum_k n_k; never form sum(x**2) - n * mean**2, which cancels when the data sits far from 0",
+    )
+    mistakes = (
+        Mistake("swapped", "your function returned its two results in the wrong order: return (mean, var), not "
+                "(var, mean)", lambda c: {"mean": c["x"].var(axis=0, ddof=1), "var": c["x"].mean(axis=0)}),
+        Mistake("equal_weights", "you averaged the chunk means with equal weights, but the chunks differ in size: "
+                "weight each mean by its count, mean = sum_k n_k * mean_k / n",
+                lambda c: {"mean": c["means"].mean(axis=0)}),
+        _merge_var("no_between", "you left out the spread of the chunk means around the overall mean: add sum_k n_k "
+                   "* (mean_k - mean)**2 to the within-chunk sums n_k * var_k", lambda n, w, b, c: w / (n - 1)),
+        _merge_var("weighted_average", "you averaged the chunk variances (weighted by size), which ignores how far "
+                   "the chunk means lie from the overall mean; add sum_k n_k * (mean_k - mean)**2",
+                   lambda n, w, b, c: w / n),
+        _merge_var("equal_variances", "you averaged the chunk variances with equal weights; that ignores both the "
+                   "chunk sizes and the spread of the chunk means", lambda n, w, b, c: c["variances"].mean(axis=0)),
+        _merge_var("biased", "the variance is the biased one (divide by n); return the unbiased one, divide by n - 1",
+                   lambda n, w, b, c: (w + b) / n),
+        _merge_var("chunks_unbiased", "the chunk variances are BIASED (divided by n_k, as BN computes them): a "
+                   "chunk's sum of squared deviations is n_k * var_k, not (n_k - 1) * var_k",
+                   lambda n, w, b, c: (((c["counts"] - 1.0)[:, None] * c["variances"]).sum(axis=0) + b) / (n - 1)),
+        _merge_var("std", "you returned the standard deviation instead of the variance",
+                   lambda n, w, b, c: np.sqrt((w + b) / (n - 1))),
     )
 
     def cases(self, rng):
@@ -560,42 +687,17 @@ class MergeStats(Exercise):
         return out
 
     def run(self, fn, case):
-        counts, means, variances = case["counts"], case["means"], case["variances"]
-        before = (counts.copy(), means.copy(), variances.copy())
-        res = fn(counts, means, variances)
+        res, changed = call_watching(fn, {k: case[k] for k in ("counts", "means", "variances")})
         mean, var = _pair(res, "merge_batch_stats", ("mean", "var"))
-        unchanged = all(np.array_equal(a, b) for a, b in zip(before, (counts, means, variances)))
-        return {"mean": _to_numpy(mean), "var": _to_numpy(var), "inputs_unchanged": bool(unchanged)}
+        return {"mean": to_numpy(mean), "var": to_numpy(var), "changed": changed}
 
     def verify(self, case, result):
-        counts, means, variances, x = case["counts"], case["means"], case["variances"], case["x"]
-        counts_f = counts.astype(np.float64)
-        n, mean, within, between = _merge_parts(counts_f, means, variances)
+        n, mean, within, between = _merge_case(case)
         want_var = (within + between) / (n - 1)
-        swapped = swapped_order_message(result, ("mean", "var"), (mean, want_var))
-        expect(not swapped, swapped)
-        expect_array("mean", result["mean"], mean, rtol=1e-9, atol=1e-10, mistakes={
-            "you averaged the chunk means with equal weights, but the chunks differ in size: weight each mean by "
-            "its count, mean = sum_k n_k * mean_k / n": means.mean(axis=0),
-        })
-        _precision(result["var"], want_var, x)
-        expect_array("var", result["var"], want_var, rtol=1e-9, atol=1e-10, mistakes={
-            "you left out the spread of the chunk means around the overall mean: add sum_k n_k * (mean_k - "
-            "mean)**2 to the within-chunk sums n_k * var_k": within / (n - 1),
-            "you averaged the chunk variances (weighted by size), which ignores how far the chunk means lie from "
-            "the overall mean; add sum_k n_k * (mean_k - mean)**2": lambda: within / n,
-            "you averaged the chunk variances with equal weights; that ignores both the chunk sizes and the spread "
-            "of the chunk means": lambda: variances.mean(axis=0),
-            "the variance is the biased one (divide by n); return the unbiased one, divide by n - 1":
-                (within + between) / n,
-            "the chunk variances are BIASED (divided by n_k, as BN computes them): a chunk's sum of squared "
-            "deviations is n_k * var_k, not (n_k - 1) * var_k":
-                lambda: (((counts_f - 1)[:, None] * variances).sum(axis=0) + between) / (n - 1),
-            "you returned the standard deviation instead of the variance": np.sqrt(want_var),
-        })
-        expect(result["inputs_unchanged"],
-               "your function changed counts, means or variances in place; compute new arrays and leave the inputs "
-               "as they were")
+        self.expect_outputs(case, result, {"mean": mean}, rtol=1e-9, atol=1e-10)
+        _precision(result["var"], want_var, case["x"])
+        self.expect_outputs(case, result, {"var": want_var}, rtol=1e-9, atol=1e-10)
+        expect(not result.get("changed"), in_place_message(result.get("changed", "")))
 
 
 # --------------------------------------------------------------------------------------------
@@ -732,6 +834,11 @@ class DebugPredict(Exercise):
         "the fix is one call before the loop; then put back the mode the model came in with (read it from "
         "model.training first), and keep the forward passes out of autograd",
     )
+    mistakes = (
+        Mistake("training_mode_labels", "the labels are those of training mode (each batch normalized with its own "
+                "statistics): call model.eval() before predicting",
+                lambda c: {"labels": _batch_stat_logits(c).argmax(axis=1)}),
+    )
 
     def cases(self, rng):
         # 17 rows in batches of 8: the last batch has one row, which BatchNorm1d refuses in training mode;
@@ -755,7 +862,7 @@ class DebugPredict(Exercise):
             raise
         finally:
             hook.remove()
-        labels = _to_numpy(labels)
+        labels = to_numpy(labels)
         if isinstance(labels, (list, tuple)) and labels and all(isinstance(v, (int, np.integer)) for v in labels):
             labels = np.asarray(labels)                              # a list of class indices is a fine answer
         if isinstance(labels, np.ndarray) and labels.dtype.kind in "iu":
@@ -773,10 +880,7 @@ class DebugPredict(Exercise):
         expect(result["stats_unchanged"],
                "predicting changed BN's running_mean: the model was in training mode, so every batch updated the "
                "running statistics (and was normalized with its own statistics). Call model.eval() first")
-        expect_array("labels", labels, want, rtol=0, atol=0, mistakes={
-            "the labels are those of training mode (each batch normalized with its own statistics): call "
-            "model.eval() before predicting": _batch_stat_logits(case).argmax(axis=1),
-        })
+        expect_array("labels", labels, want, rtol=0, atol=0, mistakes=self.mistakes, case=case)
         expect(result["training_after"] == bool(case["start_in_training"]),
                "the function must leave the model in the mode it found it in (it was "
                + ("in training mode, and is now in eval mode: remember model.training and call "

@@ -17,16 +17,15 @@ Exercises (what the student passes to :func:`bncourse.checks.check`):
 """
 from __future__ import annotations
 
-from typing import Any
 
 import numpy as np
 
-from .core import CheckFailure, Exercise, expect, expect_array, register
+from .core import CheckFailure, Exercise, Mistake, expect, register
 from .predict import PredictChoice, PredictNumber
 from .shared import call_watching, in_place_message
 
 __all__ = ["GroupNormExercise", "LayerNormBackward", "PredictTwoSamples", "PredictBatchDependence", "DebugSeqNorm",
-           "group_norm_reference", "group_norm_mistakes", "layer_norm_backward_reference"]
+           "group_norm_reference", "GROUP_NORM_MISTAKES", "layer_norm_backward_reference"]
 
 
 def _std(x, axes, eps, ddof=0):
@@ -50,29 +49,46 @@ def group_norm_reference(x, num_groups, gamma, beta, eps):
     return _grouped(x, num_groups, eps) * gamma.reshape(1, c, 1, 1) + beta.reshape(1, c, 1, 1)
 
 
-def group_norm_mistakes(x, num_groups, gamma, beta, eps) -> dict[str, Any]:
-    c = x.shape[1]
-    g4, b4 = gamma.reshape(1, c, 1, 1), beta.reshape(1, c, 1, 1)
-    m: dict[str, Any] = {
-        "you took the statistics over all channels of each example (that is layer norm, G = 1); group norm "
-        "takes them per group of C/G consecutive channels": lambda: _std(x, (1, 2, 3), eps) * g4 + b4,
-        "you took the statistics per channel of each example (that is instance norm, G = C); group norm takes "
-        "them per group of C/G consecutive channels": lambda: _std(x, (2, 3), eps) * g4 + b4,
-        "you took the statistics over the batch (that is batch norm); group norm never mixes examples: "
-        "statistics per example and group": lambda: _std(x, (0, 2, 3), eps) * g4 + b4,
-        "your groups interleave the channels (reshape to (N, C/G, G, H, W)); a group is C/G consecutive "
-        "channels: reshape to (N, G, C/G, H, W)": lambda: _grouped(x, num_groups, eps, interleaved=True) * g4 + b4,
-        "you normalized with the unbiased variance (ddof=1); use the biased one (divide by the number of values)":
-            lambda: _grouped(x, num_groups, eps, ddof=1) * g4 + b4,
-        "gamma and beta are missing: out = x_hat * gamma + beta, per channel":
-            lambda: _grouped(x, num_groups, eps) + 0.0 * g4,
-        "eps is outside the square root: use sqrt(var + eps)": lambda: _outside(x, num_groups, eps) * g4 + b4,
-    }
-    if x.shape[3] == c:
-        m["gamma and beta have shape (C,) and must broadcast along the channel axis 1: reshape them to "
-          "(1, C, 1, 1); as (C,) they broadcast along the last axis W"] = \
-            lambda: _grouped(x, num_groups, eps) * gamma + beta
-    return m
+def _gn_args(case):
+    return tuple(case[k] for k in ("x", "num_groups", "gamma", "beta", "eps"))
+
+
+def _gn_affine(case, x_hat, gamma_shape=(1, -1, 1, 1)):
+    return x_hat * case["gamma"].reshape(gamma_shape) + case["beta"].reshape(gamma_shape)
+
+
+def _gn_gamma_last_axis(case):
+    x, g, _, _, eps = _gn_args(case)
+    if x.shape[3] != x.shape[1]:
+        return None                            # (C,) does not even broadcast along W: NumPy raises, run names it
+    return {"out": _gn_affine(case, _grouped(x, g, eps), gamma_shape=(-1,))}
+
+
+#: the mistakes of ch6_group_norm
+GROUP_NORM_MISTAKES = (
+    Mistake("layer_norm", "you took the statistics over all channels of each example (that is layer norm, G = 1); "
+            "group norm takes them per group of C/G consecutive channels",
+            lambda c: {"out": _gn_affine(c, _std(c["x"], (1, 2, 3), c["eps"]))}),
+    Mistake("instance_norm", "you took the statistics per channel of each example (that is instance norm, G = C); "
+            "group norm takes them per group of C/G consecutive channels",
+            lambda c: {"out": _gn_affine(c, _std(c["x"], (2, 3), c["eps"]))}),
+    Mistake("batch_norm", "you took the statistics over the batch (that is batch norm); group norm never mixes "
+            "examples: statistics per example and group",
+            lambda c: {"out": _gn_affine(c, _std(c["x"], (0, 2, 3), c["eps"]))}),
+    Mistake("interleaved", "your groups interleave the channels (reshape to (N, C/G, G, H, W)); a group is C/G "
+            "consecutive channels: reshape to (N, G, C/G, H, W)",
+            lambda c: {"out": _gn_affine(c, _grouped(c["x"], c["num_groups"], c["eps"], interleaved=True))}),
+    Mistake("unbiased", "you normalized with the unbiased variance (ddof=1); use the biased one (divide by the number "
+            "of values)", lambda c: {"out": _gn_affine(c, _grouped(c["x"], c["num_groups"], c["eps"], ddof=1))}),
+    Mistake("no_affine", "gamma and beta are missing: out = x_hat * gamma + beta, per channel",
+            lambda c: {"out": _grouped(c["x"], c["num_groups"], c["eps"])}),
+    Mistake("eps_outside", "eps is outside the square root: use sqrt(var + eps)",
+            lambda c: {"out": _gn_affine(c, _outside(c["x"], c["num_groups"], c["eps"]))}),
+    Mistake("default_eps", "{output} ignores the eps it is given and uses 1e-5 (a default argument or a constant)",
+            lambda c: {"out": _gn_affine(c, _grouped(c["x"], c["num_groups"], 1e-5))}),
+    Mistake("gamma_last_axis", "gamma and beta have shape (C,) and must broadcast along the channel axis 1: reshape "
+            "them to (1, C, 1, 1); as (C,) they broadcast along the last axis W", _gn_gamma_last_axis),
+)
 
 
 def _outside(x, g, eps):
@@ -97,6 +113,7 @@ class GroupNormExercise(Exercise):
         "x_hat = (x - mean) / sqrt(biased var + eps) per (example, group); out = gamma * x_hat + beta; a group is "
         "C // G CONSECUTIVE channels, so the group axis comes before the channel-in-group axis",
     )
+    mistakes = GROUP_NORM_MISTAKES
 
     def cases(self, rng):
         out = []
@@ -120,9 +137,7 @@ class GroupNormExercise(Exercise):
             raise
 
     def verify(self, case, result):
-        args = (case["x"], case["num_groups"], case["gamma"], case["beta"], case["eps"])
-        expect_array("out", result["out"], group_norm_reference(*args), rtol=1e-6, atol=1e-8,
-                     mistakes=group_norm_mistakes(*args))
+        self.expect_outputs(case, result, {"out": group_norm_reference(*_gn_args(case))}, rtol=1e-6, atol=1e-8)
         expect(not result.get("changed"), in_place_message(result.get("changed", "")))
 
 
@@ -159,6 +174,21 @@ def _ln_dx_variant(dout, x, gamma, eps, *, gamma_outside=False, through_stats=Tr
     return dx * gamma if gamma_outside else dx
 
 
+def _lnb_args(case):
+    return case["dout"], case["x"], case["gamma"], case["eps"]
+
+
+def _lnb_dgamma(case, **how):
+    """dgamma = sum over rows of dout * x_hat, x_hat normalized the ``how`` way (``eps``, ``ddof``, ``axis``)."""
+    eps = how.pop("eps", case["eps"])
+    return {"dgamma": (case["dout"] * _ln_parts(case["x"], eps, **how)[0]).sum(axis=0)}
+
+
+def _lnb_dx(case, **how):
+    dout, x, gamma, eps = _lnb_args(case)
+    return {"dx": _ln_dx_variant(dout, x, how.pop("gamma", gamma), how.pop("eps", eps), **how)}
+
+
 @register
 class LayerNormBackward(Exercise):
     name = "ch6_layer_norm_backward"
@@ -173,6 +203,38 @@ class LayerNormBackward(Exercise):
         "cannot be pulled out of those sums as in batch norm",
         "with g = dout * gamma (N, D) and std = sqrt(var + eps) per row: dx = (D * g - sum_j g - x_hat * sum_j "
         "(g * x_hat)) / (D * std), sums over the features of each row",
+    )
+    mistakes = (
+        Mistake("swapped", "dgamma and dbeta are swapped: dgamma = sum(dout * x_hat), dbeta = sum(dout)",
+                lambda c: dict(zip(("dbeta", "dgamma"), layer_norm_backward_reference(*_lnb_args(c))[1:]))),
+        Mistake("dbeta_over_features", "dbeta is summed over the features (axis=1); beta has one value per feature, "
+                "shared by all rows: sum dout over the batch, axis=0", lambda c: {"dbeta": c["dout"].sum(axis=1)}),
+        Mistake("dbeta_not_summed", "dbeta is not summed: beta is shared by all rows, so sum dout over axis=0",
+                lambda c: {"dbeta": c["dout"]}),
+        Mistake("dgamma_over_features", "dgamma is summed over the features (axis=1); sum dout * x_hat over the "
+                "batch, axis=0", lambda c: {"dgamma": (c["dout"] * _ln_parts(c["x"], c["eps"])[0]).sum(axis=1)}),
+        Mistake("dgamma_bn_stats", "dgamma uses x_hat with the statistics of batch norm (per feature, over the "
+                "batch); layer norm takes them per row, over the features", lambda c: _lnb_dgamma(c, axis=0)),
+        Mistake("dgamma_uses_x", "dgamma uses x instead of x_hat",
+                lambda c: {"dgamma": (c["dout"] * c["x"]).sum(axis=0)}),
+        Mistake("dgamma_unbiased", "dgamma uses an x_hat normalized with the unbiased variance (D - 1); the forward "
+                "pass uses the biased one", lambda c: _lnb_dgamma(c, ddof=1)),
+        Mistake("dgamma_default_eps", "dgamma uses an x_hat normalized with eps = 1e-5 instead of the eps it is given",
+                lambda c: _lnb_dgamma(c, eps=1e-5)),
+        Mistake("gamma_outside", "you pulled gamma out of the sums, as batch norm allows; in layer norm the sums run "
+                "over the features, and gamma differs from feature to feature: multiply dout by gamma first, "
+                "g = dout * gamma, then sum g and g * x_hat over each row", lambda c: _lnb_dx(c, gamma_outside=True)),
+        Mistake("stop_gradient", "your dx ignores the path through the row's mean and variance (the stop-gradient "
+                "mistake): both depend on every feature of the row", lambda c: _lnb_dx(c, through_stats=False)),
+        Mistake("batch_norm_dx", "this is batch norm's dx (statistics per feature, sums over the batch); layer norm "
+                "takes the statistics of each row, so the sums run over axis 1 with count D",
+                lambda c: _lnb_dx(c, axis=0)),
+        Mistake("dx_unbiased", "your dx is for a layer norm with the unbiased variance (D - 1); the forward pass uses "
+                "the biased one", lambda c: _lnb_dx(c, ddof=1)),
+        Mistake("dx_default_eps", "your dx ignores the eps it is given and uses 1e-5 (a default argument or a "
+                "constant): the backward pass must use the forward pass's eps", lambda c: _lnb_dx(c, eps=1e-5)),
+        Mistake("dx_no_gamma", "your dx forgets gamma: dL/dx_hat = dout * gamma",
+                lambda c: _lnb_dx(c, gamma=np.ones_like(c["gamma"]))),
     )
 
     def cases(self, rng):
@@ -191,41 +253,8 @@ class LayerNormBackward(Exercise):
         return {"dx": dx, "dgamma": dgamma, "dbeta": dbeta, "changed": changed}
 
     def verify(self, case, result):
-        dout, x, gamma, eps = case["dout"], case["x"], case["gamma"], case["eps"]
-        dx, dgamma, dbeta = layer_norm_backward_reference(dout, x, gamma, eps)
-        x_hat, _ = _ln_parts(x, eps)
-        expect_array("dbeta", result["dbeta"], dbeta, rtol=1e-6, atol=1e-9, mistakes={
-            "dbeta is summed over the features (axis=1); beta has one value per feature, shared by all rows: "
-            "sum dout over the batch, axis=0": lambda: dout.sum(axis=1),
-            "dbeta is not summed: beta is shared by all rows, so sum dout over axis=0": dout,
-            "dgamma and dbeta are swapped: dgamma = sum(dout * x_hat), dbeta = sum(dout)": dgamma,
-        })
-        expect_array("dgamma", result["dgamma"], dgamma, rtol=1e-6, atol=1e-9, mistakes={
-            "dgamma is summed over the features (axis=1); sum dout * x_hat over the batch, axis=0":
-                lambda: (dout * x_hat).sum(axis=1),
-            "dgamma uses x_hat with the statistics of batch norm (per feature, over the batch); layer norm "
-            "takes them per row, over the features": lambda: (dout * _ln_parts(x, eps, axis=0)[0]).sum(axis=0),
-            "dgamma uses x instead of x_hat": lambda: (dout * x).sum(axis=0),
-            "dgamma uses an x_hat normalized with the unbiased variance (D - 1); the forward pass uses the biased "
-            "one": lambda: (dout * _ln_parts(x, eps, ddof=1)[0]).sum(axis=0),
-            "dgamma uses an x_hat normalized with eps = 1e-5 instead of the eps it is given":
-                lambda: (dout * _ln_parts(x, 1e-5)[0]).sum(axis=0),
-            "dgamma and dbeta are swapped: dgamma = sum(dout * x_hat), dbeta = sum(dout)": dbeta,
-        })
-        expect_array("dx", result["dx"], dx, rtol=1e-6, atol=1e-9, mistakes={
-            "you pulled gamma out of the sums, as batch norm allows; in layer norm the sums run over the features, "
-            "and gamma differs from feature to feature: multiply dout by gamma first, g = dout * gamma, then sum g "
-            "and g * x_hat over each row": lambda: _ln_dx_variant(dout, x, gamma, eps, gamma_outside=True),
-            "your dx ignores the path through the row's mean and variance (the stop-gradient mistake): both depend "
-            "on every feature of the row": lambda: _ln_dx_variant(dout, x, gamma, eps, through_stats=False),
-            "this is batch norm's dx (statistics per feature, sums over the batch); layer norm takes the statistics "
-            "of each row, so the sums run over axis 1 with count D": lambda: _ln_dx_variant(dout, x, gamma, eps, axis=0),
-            "your dx is for a layer norm with the unbiased variance (D - 1); the forward pass uses the biased one":
-                lambda: _ln_dx_variant(dout, x, gamma, eps, ddof=1),
-            "your dx ignores the eps it is given and uses 1e-5 (a default argument or a constant): the backward "
-            "pass must use the forward pass's eps": lambda: _ln_dx_variant(dout, x, gamma, 1e-5),
-            "your dx forgets gamma: dL/dx_hat = dout * gamma": lambda: _ln_dx_variant(dout, x, np.ones_like(gamma), eps),
-        })
+        dx, dgamma, dbeta = layer_norm_backward_reference(*_lnb_args(case))
+        self.expect_outputs(case, result, {"dbeta": dbeta, "dgamma": dgamma, "dx": dx}, rtol=1e-6, atol=1e-9)
         expect(not result.get("changed"), in_place_message(result.get("changed", "")))
 
 
@@ -303,6 +332,10 @@ def _seq_norm(x, gamma, beta, eps, axes=(2,), ddof=0, eps_outside=False):
     return (x - mu) / np.sqrt(x.var(axis=axes, ddof=ddof, keepdims=True) + eps) * gamma + beta
 
 
+def _seq_args(case):
+    return tuple(case[k] for k in ("x", "gamma", "beta", "eps"))
+
+
 @register
 class DebugSeqNorm(Exercise):
     name = "ch6_debug_seq_norm"
@@ -315,6 +348,25 @@ class DebugSeqNorm(Exercise):
         "over the D features; which axis does the buggy code reduce?",
         "the statistics must have shape (N, T, 1): one pair per token, so the axis to reduce is the one of size D; "
         "gamma and beta (D,) then broadcast as they are",
+    )
+    mistakes = (
+        Mistake("over_time", "the statistics are still taken over time (axis=1): each position is normalized with "
+                "the other positions' values, so a token's output depends on later tokens and on the sequence "
+                "length; take them per token, over the features (axis=-1)",
+                lambda c: {"out": _seq_norm(*_seq_args(c), axes=(1,))}),
+        Mistake("whole_sequence", "the statistics are taken over the whole sequence (axes 1 and 2); layer norm in a "
+                "sequence model normalizes each token on its own, over the features (axis=-1)",
+                lambda c: {"out": _seq_norm(*_seq_args(c), axes=(1, 2))}),
+        Mistake("over_batch", "the statistics are taken over the batch (axis=0), as batch norm does; normalize each "
+                "token over its features (axis=-1)", lambda c: {"out": _seq_norm(*_seq_args(c), axes=(0,))}),
+        Mistake("unbiased", "you normalized with the unbiased variance (ddof=1); use the biased one",
+                lambda c: {"out": _seq_norm(*_seq_args(c), ddof=1)}),
+        Mistake("eps_outside", "eps is outside the square root: use sqrt(var + eps)",
+                lambda c: {"out": _seq_norm(*_seq_args(c), eps_outside=True)}),
+        Mistake("no_affine", "gamma and beta are missing: out = x_hat * gamma + beta",
+                lambda c: {"out": _seq_norm(c["x"], 1.0, 0.0, c["eps"])}),
+        Mistake("default_eps", "{output} ignores the eps it is given and uses 1e-5 (a default argument or a constant)",
+                lambda c: {"out": _seq_norm(*_seq_args(c)[:3], 1e-5)}),
     )
 
     def cases(self, rng):
@@ -333,21 +385,5 @@ class DebugSeqNorm(Exercise):
         return {"out": out, "changed": changed}
 
     def verify(self, case, result):
-        x, gamma, beta, eps = case["x"], case["gamma"], case["beta"], case["eps"]
-        want = _seq_norm(x, gamma, beta, eps)
-        expect_array("out", result["out"], want, rtol=1e-6, atol=1e-8, mistakes={
-            "the statistics are still taken over time (axis=1): each position is normalized with the other "
-            "positions' values, so a token's output depends on later tokens and on the sequence length; take them "
-            "per token, over the features (axis=-1)": lambda: _seq_norm(x, gamma, beta, eps, axes=(1,)),
-            "the statistics are taken over the whole sequence (axes 1 and 2); layer norm in a sequence model "
-            "normalizes each token on its own, over the features (axis=-1)":
-                lambda: _seq_norm(x, gamma, beta, eps, axes=(1, 2)),
-            "the statistics are taken over the batch (axis=0), as batch norm does; normalize each token over its "
-            "features (axis=-1)": lambda: _seq_norm(x, gamma, beta, eps, axes=(0,)),
-            "you normalized with the unbiased variance (ddof=1); use the biased one":
-                lambda: _seq_norm(x, gamma, beta, eps, ddof=1),
-            "eps is outside the square root: use sqrt(var + eps)":
-                lambda: _seq_norm(x, gamma, beta, eps, eps_outside=True),
-            "gamma and beta are missing: out = x_hat * gamma + beta": lambda: _seq_norm(x, 1.0, 0.0, eps),
-        })
+        self.expect_outputs(case, result, {"out": _seq_norm(*_seq_args(case))}, rtol=1e-6, atol=1e-8)
         expect(not result.get("changed"), in_place_message(result.get("changed", "")))

@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from .core import CheckFailure, Exercise, expect, expect_array, register
+from .ch4_inference import precision_loss
+from .core import CheckFailure, Exercise, Mistake, expect, expect_array, register
+from .shared import call_watching, in_place_message
 
 __all__ = ["MergeMeanVar", "SyncStats", "SyncBackward", "GhostBN"]
 
@@ -34,6 +36,24 @@ def _counts_of(shards):
 
 def _shards_from(case, key="x"):
     return [case[f"{key}{r}"] for r in range(case["replicas"])]
+
+
+_MERGE_FIX = ("let each replica send its count, mean and M2 (the sum of squared deviations from its OWN mean) and "
+              "merge them with the between-replica term sum_r m_r (mean_r - mean)**2, which never squares the offset")
+
+
+def _call_watching_shards(fn, args):
+    """call_watching for arguments that are lists of arrays: the names come back as ``shards[1]``, ``gamma``."""
+    flat = {}
+    for k, v in args.items():
+        if isinstance(v, list):
+            flat.update({f"{k}[{r}]": a for r, a in enumerate(v)})
+        else:
+            flat[k] = v
+    before = {k: v.copy() for k, v in flat.items() if isinstance(v, np.ndarray)}
+    ret = fn(*args.values())
+    changed = [k for k, v in before.items() if not np.array_equal(flat[k], v, equal_nan=True)]
+    return ret, ", ".join(changed)
 
 
 def _pair(res, what, names):
@@ -56,6 +76,18 @@ def merge_reference(counts, means, variances):
     return mean, within + between
 
 
+def _merge_args(case):
+    return case["counts"], case["means"], case["variances"]
+
+
+def _merge_parts(case):
+    """The pieces of the merge for a case: N, mean, within = sum_r n_r var_r / N, var."""
+    n = case["counts"].astype(np.float64)[:, None]
+    N = n.sum()
+    mean, var = merge_reference(*_merge_args(case))
+    return {"N": N, "mean": mean, "within": (n * case["variances"]).sum(axis=0) / N, "var": var}
+
+
 @register
 class MergeMeanVar(Exercise):
     name = "ch7_merge_mean_var"
@@ -68,40 +100,51 @@ class MergeMeanVar(Exercise):
         "(C,). Reshape counts to (R, 1) so they broadcast over the channels.",
         "mean = sum_r n_r mean_r / N;  var = sum_r n_r [var_r + (mean_r - mean)^2] / N  (biased: divide by N).",
     )
+    mistakes = (
+        Mistake("swapped", "your function returned its two results in the wrong order: return (mean, var), not "
+                "(var, mean)", lambda c: dict(zip(("var", "mean"), merge_reference(*_merge_args(c))))),
+        Mistake("unweighted_mean", "you averaged the replicas' means without weights; a replica with more examples "
+                "weighs more: mean = sum_r n_r * mean_r / N", lambda c: {"mean": c["means"].mean(axis=0)}),
+        Mistake("no_between", "you averaged the per-replica variances without the between-replica term: add "
+                "sum_r n_r * (mean_r - mean)^2 / N, the spread of the replicas' means around the global mean",
+                lambda c: {"var": _merge_parts(c)["within"]}),
+        Mistake("plain_average", "you averaged the per-replica variances without weights and without the "
+                "between-replica term: var = sum_r n_r * (var_r + (mean_r - mean)^2) / N",
+                lambda c: {"var": c["variances"].mean(axis=0)}),
+        Mistake("unweighted_between", "the between-replica term is not weighted by the counts: use "
+                "sum_r n_r * (mean_r - mean)^2 / N",
+                lambda c: {"var": _merge_parts(c)["within"] + ((c["means"] - _merge_parts(c)["mean"]) ** 2).mean(0)}),
+        Mistake("unbiased", "you returned the unbiased variance (divided by N - 1); return the biased one (divide by "
+                "N), the one batch norm normalizes with",
+                lambda c: {"var": _merge_parts(c)["var"] * _merge_parts(c)["N"] / (_merge_parts(c)["N"] - 1)}),
+    )
 
     def cases(self, rng):
         out = []
-        for counts, C in (((4, 7, 2), 3), ((5, 5), 4), ((3, 9, 1, 6), 2), ((8,), 3)):
-            means = rng.normal(0, 2, size=(len(counts), C)) + rng.normal(0, 3, size=C)
+        # (counts, C, offset): the second and third sit far from 0 (1e4, 1e6), where sum_r n_r (var_r + mean_r^2)
+        # / N - mean^2 loses 4 and 8 digits; the third also holds a constant channel (variance exactly 0)
+        for counts, C, loc in (((4, 7, 2), 3, 0.0), ((5, 5), 4, 1e4), ((3, 9, 1, 6), 2, 1e6), ((8,), 3, 0.0)):
+            means = rng.normal(0, 2, size=(len(counts), C)) + rng.normal(0, 3, size=C) + loc
             variances = rng.uniform(0.2, 3.0, size=(len(counts), C))
             variances[np.array(counts) == 1] = 0.0          # one value has no spread
+            if loc >= 1e6:
+                means[:, 0], variances[:, 0] = loc + 0.25, 0.0          # a constant channel
             out.append({"counts": np.array(counts, dtype=np.int64), "means": means, "variances": variances})
         return out
 
     def run(self, fn, case):
-        mean, var = _pair(fn(case["counts"], case["means"], case["variances"]), "merge_mean_var", ("mean", "var"))
-        return {"mean": mean, "var": var}
+        res, changed = call_watching(fn, {k: case[k] for k in ("counts", "means", "variances")})
+        mean, var = _pair(res, "merge_mean_var", ("mean", "var"))
+        return {"mean": mean, "var": var, "changed": changed}
 
     def verify(self, case, result):
-        counts, means, variances = case["counts"], case["means"], case["variances"]
-        mean, var = merge_reference(counts, means, variances)
-        n = counts.astype(np.float64)[:, None]
-        N = n.sum()
-        expect_array("mean", result["mean"], mean, rtol=1e-9, atol=1e-12, mistakes={
-            "you averaged the replicas' means without weights; a replica with more examples weighs more: "
-            "mean = sum_r n_r * mean_r / N": lambda: means.mean(axis=0),
-        })
-        expect_array("var", result["var"], var, rtol=1e-9, atol=1e-12, mistakes={
-            "you averaged the per-replica variances without the between-replica term: add "
-            "sum_r n_r * (mean_r - mean)^2 / N, the spread of the replicas' means around the global mean":
-                lambda: (n * variances).sum(axis=0) / N,
-            "you averaged the per-replica variances without weights and without the between-replica term: "
-            "var = sum_r n_r * (var_r + (mean_r - mean)^2) / N": lambda: variances.mean(axis=0),
-            "the between-replica term is not weighted by the counts: use sum_r n_r * (mean_r - mean)^2 / N":
-                lambda: (n * variances).sum(axis=0) / N + ((means - mean) ** 2).mean(axis=0),
-            "you returned the unbiased variance (divided by N - 1); return the biased one (divide by N), "
-            "the one batch norm normalizes with": lambda: var * N / (N - 1),
-        })
+        mean, var = merge_reference(case["counts"], case["means"], case["variances"])
+        self.expect_outputs(case, result, {"mean": mean}, rtol=1e-9, atol=1e-12)
+        precision_loss(result["var"], var, float(np.max(np.abs(mean))), formula="sum_r n_r (var_r + mean_r**2) / N - "
+                       "mean**2", fix="add the within-replica term sum_r n_r var_r and the between-replica term "
+                       "sum_r n_r (mean_r - mean)**2, which never square the offset", atol=1e-12)
+        self.expect_outputs(case, result, {"var": var}, rtol=1e-9, atol=1e-12)
+        expect(not result.get("changed"), in_place_message(result.get("changed", "")))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -114,6 +157,24 @@ def sync_stats_reference(shards):
     mean = x.mean(axis=(0, 2, 3))
     var = x.var(axis=(0, 2, 3))
     return mean, var, var * m / (m - 1)
+
+
+def _sync_parts(case):
+    """What the mistakes of ch7_sync_stats are made of, for one case (per channel unless said)."""
+    shards = _shards_from(case)
+    mean, var, uvar = sync_stats_reference(shards)
+    counts = _counts_of(shards)[:, None]                  # (R, 1) values per channel
+    m = counts.sum()
+    varis = np.stack([s.var(axis=(0, 2, 3)) for s in shards])          # (R, C)
+    return {
+        "mean": mean, "var": var, "uvar": uvar, "m": m, "m_local": counts[0, 0], "m2": var * m, "varis": varis,
+        "n": sum(s.shape[0] for s in shards),
+        "means": np.stack([s.mean(axis=(0, 2, 3)) for s in shards]),
+        "sums": np.stack([s.sum(axis=(0, 2, 3)) for s in shards]),
+        "within": (counts * varis).sum(axis=0) / m,
+        "uvars_local": np.stack([s.var(axis=(0, 2, 3), ddof=1) if s.size // s.shape[1] > 1 else np.zeros(s.shape[1])
+                                 for s in shards]),
+    }
 
 
 @register
@@ -129,64 +190,69 @@ class SyncStats(Exercise):
         "mean = sum_r m_r mean_r / m;  M2 = sum_r [M2_r + m_r (mean_r - mean)^2];  var = M2 / m (normalizes);  "
         "unbiased_var = M2 / (m - 1) (the running variance), with m the GLOBAL count.",
     )
+    mistakes = (
+        Mistake("mean_local_count", "you divided by the local count: the sum over all replicas must be divided by "
+                "the GLOBAL count m = sum_r n_r * H * W, not by this replica's",
+                lambda c: {"mean": _sync_parts(c)["sums"].sum(axis=0) / _sync_parts(c)["m_local"]}),
+        Mistake("unweighted_mean", "you averaged the replicas' means without weights; a replica with more examples "
+                "weighs more", lambda c: {"mean": _sync_parts(c)["means"].mean(axis=0)}),
+        Mistake("count_without_hw", "your count is the number of examples only; per channel there are "
+                "n_r * H * W values", lambda c: {"mean": _sync_parts(c)["sums"].sum(axis=0) / _sync_parts(c)["n"]}),
+        Mistake("no_between", "you averaged the per-replica variances without the between-replica term: add "
+                "sum_r m_r * (mean_r - mean)^2 / m, the spread of the replicas' means",
+                lambda c: {"var": _sync_parts(c)["within"]}),
+        Mistake("plain_average", "you averaged the per-replica variances without weights and without the "
+                "between-replica term", lambda c: {"var": _sync_parts(c)["varis"].mean(axis=0)}),
+        Mistake("var_local_count", "you divided by the local count: M2 summed over all replicas must be divided by "
+                "the GLOBAL count m", lambda c: {"var": _sync_parts(c)["m2"] / _sync_parts(c)["m_local"]}),
+        Mistake("unbiased_as_var", "you returned the unbiased variance as var; batch norm normalizes with the "
+                "biased one (M2 / m)", lambda c: {"var": _sync_parts(c)["uvar"]}),
+        Mistake("no_bessel", "you forgot Bessel's correction on the global count: unbiased_var = M2 / (m - 1), "
+                "with m the values per channel over ALL replicas", lambda c: {"unbiased_var": _sync_parts(c)["var"]}),
+        Mistake("bessel_local_count", "you applied Bessel's correction on the local count: divide M2 by (m - 1) "
+                "with m the GLOBAL count, not by (this replica's count - 1)",
+                lambda c: {"unbiased_var": _sync_parts(c)["m2"] / (_sync_parts(c)["m_local"] - 1)}),
+        Mistake("bessel_per_replica", "you applied Bessel's correction once per replica (M2 / (m - R)); the global "
+                "batch is one sample: divide by m - 1",
+                lambda c: {"unbiased_var": _sync_parts(c)["m2"] / (_sync_parts(c)["m"] - c["replicas"])}),
+        Mistake("averaged_unbiased", "you averaged the replicas' unbiased variances; merge M2 over the replicas "
+                "(with the between-replica term) and divide by m - 1 with the global count",
+                lambda c: {"unbiased_var": _sync_parts(c)["uvars_local"].mean(axis=0)}),
+    )
 
     def cases(self, rng):
         out = []
-        for ns, C, H, W in (((3, 2, 4), 3, 2, 3), ((2, 2), 4, 3, 3), ((1, 4, 2, 3), 2, 2, 2), ((5,), 3, 1, 2)):
-            offset = rng.normal(0, 3, size=(1, C, 1, 1))
+        # the second and third sit far from 0 (1e4, 1e6): sum(x**2) / m - mean**2 loses 4 and 8 digits there;
+        # the third also holds a constant channel (variance exactly 0)
+        for ns, C, H, W, loc in (((3, 2, 4), 3, 2, 3, 0.0), ((2, 2), 4, 3, 3, 1e4), ((1, 4, 2, 3), 2, 2, 2, 1e6),
+                                 ((5,), 3, 1, 2, 0.0)):
+            offset = rng.normal(0, 3, size=(1, C, 1, 1)) + loc
             case = {"replicas": len(ns)}
             for r, n in enumerate(ns):
                 shift = rng.normal(0, 1.5, size=(1, C, 1, 1))            # replicas see different data
                 case[f"x{r}"] = rng.normal(size=(n, C, H, W)) * rng.uniform(0.5, 2.0) + offset + shift
+                if loc >= 1e6:
+                    case[f"x{r}"][:, 0] = loc + 0.25                      # a constant channel
             out.append(case)
         return out
 
     def run(self, fn, case):
-        res = _pair(fn(_shards_from(case)), "sync_batch_stats", ("mean", "var", "unbiased_var"))
-        return dict(zip(("mean", "var", "unbiased_var"), res))
+        shards = _shards_from(case)
+        res, changed = _call_watching_shards(fn, {"shards": shards})
+        res = _pair(res, "sync_batch_stats", ("mean", "var", "unbiased_var"))
+        return {**dict(zip(("mean", "var", "unbiased_var"), res)), "changed": changed}
 
     def verify(self, case, result):
-        shards = _shards_from(case)
-        mean, var, uvar = sync_stats_reference(shards)
-        counts = _counts_of(shards)[:, None]                  # (R, 1) values per channel
-        m = counts.sum()
-        m_local = counts[0, 0]
-        means = np.stack([s.mean(axis=(0, 2, 3)) for s in shards])        # (R, C)
-        varis = np.stack([s.var(axis=(0, 2, 3)) for s in shards])         # (R, C)
-        sums = np.stack([s.sum(axis=(0, 2, 3)) for s in shards])
-        m2 = var * m
-        within = (counts * varis).sum(axis=0) / m
+        mean, var, uvar = sync_stats_reference(_shards_from(case))
         tol = {"rtol": 1e-9, "atol": 1e-12}
-        expect_array("mean", result["mean"], mean, **tol, mistakes={
-            "you divided by the local count: the sum over all replicas must be divided by the GLOBAL count "
-            "m = sum_r n_r * H * W, not by this replica's": lambda: sums.sum(axis=0) / m_local,
-            "you averaged the replicas' means without weights; a replica with more examples weighs more":
-                lambda: means.mean(axis=0),
-            "your count is the number of examples only; per channel there are n_r * H * W values":
-                lambda: sums.sum(axis=0) / sum(s.shape[0] for s in shards),
-        })
-        expect_array("var", result["var"], var, **tol, mistakes={
-            "you averaged the per-replica variances without the between-replica term: add "
-            "sum_r m_r * (mean_r - mean)^2 / m, the spread of the replicas' means": lambda: within,
-            "you averaged the per-replica variances without weights and without the between-replica term":
-                lambda: varis.mean(axis=0),
-            "you divided by the local count: M2 summed over all replicas must be divided by the GLOBAL count m":
-                lambda: m2 / m_local,
-            "you returned the unbiased variance as var; batch norm normalizes with the biased one (M2 / m)":
-                lambda: uvar,
-        })
-        uvars_local = np.stack([s.var(axis=(0, 2, 3), ddof=1) if s.size // s.shape[1] > 1 else np.zeros(s.shape[1])
-                                for s in shards])
-        expect_array("unbiased_var", result["unbiased_var"], uvar, **tol, mistakes={
-            "you forgot Bessel's correction on the global count: unbiased_var = M2 / (m - 1), with m the values "
-            "per channel over ALL replicas": lambda: var,
-            "you applied Bessel's correction on the local count: divide M2 by (m - 1) with m the GLOBAL count, "
-            "not by (this replica's count - 1)": lambda: m2 / (m_local - 1),
-            "you applied Bessel's correction once per replica (M2 / (m - R)); the global batch is one sample: "
-            "divide by m - 1": lambda: m2 / (m - len(shards)),
-            "you averaged the replicas' unbiased variances; merge M2 over the replicas (with the between-replica "
-            "term) and divide by m - 1 with the global count": lambda: uvars_local.mean(axis=0),
-        })
+        offset = float(np.max(np.abs(mean)))
+        self.expect_outputs(case, result, {"mean": mean}, **tol)
+        precision_loss(result["var"], var, offset, formula="sum(x**2) / m - mean**2", fix=_MERGE_FIX, **tol)
+        self.expect_outputs(case, result, {"var": var}, **tol)
+        precision_loss(result["unbiased_var"], uvar, offset, what="unbiased_var", formula="(sum(x**2) - m * mean**2) "
+                       "/ (m - 1)", fix=_MERGE_FIX, **tol)
+        self.expect_outputs(case, result, {"unbiased_var": uvar}, **tol)
+        expect(not result.get("changed"), in_place_message(result.get("changed", "")))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -233,6 +299,25 @@ def _local_backward(dy_shards, x_shards, gamma, eps, *, sums="local", count="glo
     return out
 
 
+def _backward_args(case):
+    return _shards_from(case, "dy"), _shards_from(case, "x"), case["gamma"], case["eps"]
+
+
+def _as_dx(dx_shards):
+    return {f"dx{r}": d for r, d in enumerate(dx_shards)}
+
+
+def _dx_variant(case, **how):
+    return _as_dx(_local_backward(*_backward_args(case), **how))
+
+
+def _x_hat_first(case):
+    """x_hat of the first shard, normalized with the global statistics."""
+    xs, eps = _shards_from(case, "x"), case["eps"]
+    x = np.concatenate(xs)
+    return (xs[0] - x.mean(axis=0)) / np.sqrt(x.var(axis=0) + eps)
+
+
 @register
 class SyncBackward(Exercise):
     name = "ch7_sync_backward"
@@ -246,6 +331,30 @@ class SyncBackward(Exercise):
         "dx_r = gamma / sqrt(var + eps) * (dy_r - sum(dy) / m - x_hat_r * sum(dy * x_hat) / m), both sums over "
         "all shards;  dgamma = sum(dy * x_hat),  dbeta = sum(dy), also over all shards.",
     )
+    mistakes = (
+        Mistake("local_sums", "your backward used each replica's own sums of dy and dy * x_hat: all-reduce (add) "
+                "them over the replicas before using them", lambda c: _dx_variant(c, sums="local")),
+        Mistake("local_count", "you divided the all-reduced sums by the local count; divide by the GLOBAL count "
+                "m = sum_r n_r", lambda c: _dx_variant(c, sums="all", count="local")),
+        Mistake("averaged_sums", "you averaged the sums over the replicas; all-reduce means ADD them, then divide by "
+                "the global count", lambda c: _dx_variant(c, sums="mean")),
+        Mistake("unsynchronized", "your shards were normalized with their own mean and variance: that is "
+                "unsynchronized batch norm; use the global statistics (forward) and the all-reduced sums (backward)",
+                lambda c: _dx_variant(c, sums="local", count="local", stats="local")),
+        Mistake("first_term_only", "your dx ignores the path through the mean and variance: dx = gamma / sqrt(var + "
+                "eps) * dy is only the first term",
+                lambda c: _as_dx([c["gamma"] / np.sqrt(np.concatenate(_shards_from(c, "x")).var(axis=0) + c["eps"])
+                                  * d for d in _shards_from(c, "dy")])),
+        Mistake("default_eps", "your dx ignores the eps it is given and uses 1e-5 (a default argument or a "
+                "constant): the backward pass must use the forward pass's eps",
+                lambda c: _as_dx(sync_backward_reference(*_backward_args(c)[:3], 1e-5)[0])),
+        Mistake("dgamma_first_shard", "dgamma must be summed over all shards; yours is the first shard's only",
+                lambda c: {"dgamma": (_shards_from(c, "dy")[0] * _x_hat_first(c)).sum(axis=0)}),
+        Mistake("dbeta_first_shard", "dbeta must be summed over all shards; yours is the first shard's only",
+                lambda c: {"dbeta": _shards_from(c, "dy")[0].sum(axis=0)}),
+        Mistake("swapped", "dgamma and dbeta are swapped: dgamma = sum(dy * x_hat), dbeta = sum(dy)",
+                lambda c: dict(zip(("dbeta", "dgamma"), sync_backward_reference(*_backward_args(c))[1:]))),
+    )
 
     def cases(self, rng):
         out = []
@@ -258,8 +367,9 @@ class SyncBackward(Exercise):
         return out
 
     def run(self, fn, case):
-        res = _pair(fn(_shards_from(case, "dy"), _shards_from(case, "x"), case["gamma"], case["eps"]),
-                    "sync_bn_backward", ("dx_shards", "dgamma", "dbeta"))
+        ret, changed = _call_watching_shards(fn, {"dy_shards": _shards_from(case, "dy"), "x_shards": _shards_from(case, "x"),
+                                                  "gamma": case["gamma"], "eps": case["eps"]})
+        res = _pair(ret, "sync_bn_backward", ("dx_shards", "dgamma", "dbeta"))
         dx_shards, dgamma, dbeta = res
         R = case["replicas"]
         if not isinstance(dx_shards, (list, tuple)) or len(dx_shards) != R:
@@ -267,41 +377,17 @@ class SyncBackward(Exercise):
                                f"{type(dx_shards).__name__}" + (f" of length {len(dx_shards)}"
                                                                if isinstance(dx_shards, (list, tuple)) else ""))
         out = {f"dx{r}": dx_shards[r] for r in range(R)}
-        out.update(dgamma=dgamma, dbeta=dbeta)
+        out.update(dgamma=dgamma, dbeta=dbeta, changed=changed)
         return out
 
     def verify(self, case, result):
-        dys, xs = _shards_from(case, "dy"), _shards_from(case, "x")
-        gamma, eps = case["gamma"], case["eps"]
-        dx, dgamma, dbeta = sync_backward_reference(dys, xs, gamma, eps)
+        dx, dgamma, dbeta = sync_backward_reference(*_backward_args(case))
         tol = {"rtol": 1e-8, "atol": 1e-10}
-        variants = {
-            "your backward used each replica's own sums of dy and dy * x_hat: all-reduce (add) them over the "
-            "replicas before using them":
-                lambda: _local_backward(dys, xs, gamma, eps, sums="local"),
-            "you divided the all-reduced sums by the local count; divide by the GLOBAL count m = sum_r n_r":
-                lambda: _local_backward(dys, xs, gamma, eps, sums="all", count="local"),
-            "you averaged the sums over the replicas; all-reduce means ADD them, then divide by the global count":
-                lambda: _local_backward(dys, xs, gamma, eps, sums="mean"),
-            "your shards were normalized with their own mean and variance: that is unsynchronized batch norm; "
-            "use the global statistics (forward) and the all-reduced sums (backward)":
-                lambda: _local_backward(dys, xs, gamma, eps, sums="local", count="local", stats="local"),
-            "your dx ignores the path through the mean and variance: dx = gamma / sqrt(var + eps) * dy is only "
-            "the first term":
-                lambda: [gamma / np.sqrt(np.concatenate(xs).var(axis=0) + eps) * d for d in dys],
-        }
         for r in range(case["replicas"]):
-            expect_array(f"dx_shards[{r}]", result[f"dx{r}"], dx[r], **tol,
-                         mistakes={msg: (lambda f=f, r=r: f()[r]) for msg, f in variants.items()})
-        xh0 = (xs[0] - np.concatenate(xs).mean(axis=0)) / np.sqrt(np.concatenate(xs).var(axis=0) + eps)
-        expect_array("dgamma", result["dgamma"], dgamma, **tol, mistakes={
-            "dgamma must be summed over all shards; yours is the first shard's only": (dys[0] * xh0).sum(axis=0),
-            "dgamma and dbeta are swapped: dgamma = sum(dy * x_hat), dbeta = sum(dy)": dbeta,
-        })
-        expect_array("dbeta", result["dbeta"], dbeta, **tol, mistakes={
-            "dbeta must be summed over all shards; yours is the first shard's only": dys[0].sum(axis=0),
-            "dgamma and dbeta are swapped: dgamma = sum(dy * x_hat), dbeta = sum(dy)": dgamma,
-        })
+            expect_array(f"dx_shards[{r}]", result[f"dx{r}"], dx[r], **tol, mistakes=self.mistakes, case=case,
+                         output=f"dx{r}")
+        self.expect_outputs(case, result, {"dgamma": dgamma, "dbeta": dbeta}, **tol)
+        expect(not result.get("changed"), in_place_message(result.get("changed", "")))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -328,6 +414,22 @@ class GhostBN(Exercise):
         "gets its own mean and biased variance of shape (C,). gamma and beta are shared, (C,).",
         "out[k] = gamma * (x_k - mean(x_k)) / sqrt(var(x_k) + eps) + beta, biased var; concatenate the pieces in order.",
     )
+    mistakes = (
+        Mistake("whole_batch", "you normalized the whole batch at once: that is ordinary batch norm; normalize each "
+                "virtual batch of virtual_batch_size consecutive examples with its own statistics",
+                lambda c: {"out": _ghost_whole(c)}),
+        Mistake("count_of_batches", "you made virtual_batch_size virtual batches; make virtual batches OF "
+                "virtual_batch_size examples (N / virtual_batch_size of them)",
+                lambda c: {"out": _ghost_count_of_batches(c)}),
+        Mistake("interleaved", "your virtual batches interleave the examples (x[k::G]); a virtual batch is a run of "
+                "consecutive examples x[k * v:(k + 1) * v]", lambda c: {"out": _ghost_interleaved(c)}),
+        Mistake("unbiased", "you normalized with the unbiased variance (ddof=1); batch norm uses the biased one",
+                lambda c: {"out": ghost_reference(*_ghost_args(c), ddof=1)}),
+        Mistake("drops_last", "you dropped the last, shorter virtual batch; keep it (it is normalized with its own "
+                "statistics)", lambda c: {"out": _ghost_drops_last(c)}),
+        Mistake("default_eps", "{output} ignores the eps it is given and uses 1e-5 (a default argument or a constant)",
+                lambda c: {"out": ghost_reference(*_ghost_args(c)[:4], 1e-5)}),
+    )
 
     def cases(self, rng):
         out = []
@@ -338,26 +440,37 @@ class GhostBN(Exercise):
         return out
 
     def run(self, fn, case):
-        return {"out": fn(case["x"], case["virtual_batch_size"], case["gamma"], case["beta"], case["eps"])}
+        out, changed = call_watching(fn, {k: case[k] for k in ("x", "virtual_batch_size", "gamma", "beta", "eps")})
+        return {"out": out, "changed": changed}
 
     def verify(self, case, result):
-        x, v, g, b, eps = (case[k] for k in ("x", "virtual_batch_size", "gamma", "beta", "eps"))
-        N = x.shape[0]
-        G = -(-N // v)
         expect(result["out"] is not None, "ghost_batch_norm returned None: did you forget a return statement?")
-        expect_array("out", result["out"], ghost_reference(x, v, g, b, eps), rtol=1e-8, atol=1e-10, mistakes={
-            "you normalized the whole batch at once: that is ordinary batch norm; normalize each virtual batch "
-            "of virtual_batch_size consecutive examples with its own statistics": lambda: _bn(x, eps) * g + b,
-            "you made virtual_batch_size virtual batches; make virtual batches OF virtual_batch_size examples "
-            "(N / virtual_batch_size of them)": lambda: ghost_reference(x, -(-N // v), g, b, eps),
-            "your virtual batches interleave the examples (x[k::G]); a virtual batch is a run of consecutive "
-            "examples x[k * v:(k + 1) * v]":
-                lambda: _interleaved(x, G, eps) * g + b,
-            "you normalized with the unbiased variance (ddof=1); batch norm uses the biased one":
-                lambda: ghost_reference(x, v, g, b, eps, ddof=1),
-            "you dropped the last, shorter virtual batch; keep it (it is normalized with its own statistics)":
-                lambda: ghost_reference(x[:N // v * v], v, g, b, eps),
-        })
+        self.expect_outputs(case, result, {"out": ghost_reference(*_ghost_args(case))}, rtol=1e-8, atol=1e-10)
+        expect(not result.get("changed"), in_place_message(result.get("changed", "")))
+
+
+def _ghost_args(case):
+    return tuple(case[k] for k in ("x", "virtual_batch_size", "gamma", "beta", "eps"))
+
+
+def _ghost_whole(case):
+    x, v, g, b, eps = _ghost_args(case)
+    return _bn(x, eps) * g + b
+
+
+def _ghost_count_of_batches(case):
+    x, v, g, b, eps = _ghost_args(case)
+    return ghost_reference(x, -(-x.shape[0] // v), g, b, eps)
+
+
+def _ghost_interleaved(case):
+    x, v, g, b, eps = _ghost_args(case)
+    return _interleaved(x, -(-x.shape[0] // v), eps) * g + b
+
+
+def _ghost_drops_last(case):
+    x, v, g, b, eps = _ghost_args(case)
+    return ghost_reference(x[:x.shape[0] // v * v], v, g, b, eps)
 
 
 def _interleaved(x, G, eps):
