@@ -14,7 +14,7 @@ Offline: no extension that fetches anything at build time is loaded (intersphinx
 are removed from Jupyter Book's defaults). Math is rendered in the reader's browser by MathJax 3, which the
 theme loads from its CDN; without a network the formulas show as their LaTeX source.
 
-Usage: python book/build.py [--out DIR] [--src DIR] [--jobs N]
+Usage: python book/build.py [--out DIR] [--src DIR] [--repo DIR] [--jobs N] [--quiet]
 """
 from __future__ import annotations
 
@@ -91,7 +91,7 @@ def course_map(text: str, chapters: list[str], exercises: dict[str, str]) -> str
     """
     section = readme_section(text, "The course")
     rows = [line for line in section.splitlines() if line.startswith("|")]
-    if len(rows) < 3:
+    if len(rows) < 2:
         raise SiteError("README.md's '## The course' section has no course table (| notebook | ... |)")
     header, rule, body = rows[0], rows[1], rows[2:]
     out = [header + " exercises |", rule + "---|"]
@@ -176,23 +176,24 @@ def fill_markers(page: Path, parts: dict[str, str]) -> str:
     return MARKER.sub(replace, text)
 
 
-def stage(src: Path) -> dict:
-    """Write the Sphinx source tree into `src` (emptied first). Returns counts for the summary line."""
+def stage(src: Path, repo: Path = ROOT) -> dict:
+    """Write the Sphinx source tree into `src` (emptied first) from the repository `repo` (its notebooks/,
+    exercises/ and README.md; the pages and configuration always come from this book/). Returns counts."""
     if src.exists():
         shutil.rmtree(src)
     (src / "notebooks").mkdir(parents=True)
     (src / "exercises").mkdir()
 
-    chapters = sorted(path.stem for path in (ROOT / "notebooks").glob("*.ipynb"))
-    exercise_files = sorted((ROOT / "exercises").glob("*_exercises.ipynb"))
+    chapters = sorted(path.stem for path in (repo / "notebooks").glob("*.ipynb"))
+    exercise_files = sorted((repo / "exercises").glob("*_exercises.ipynb"))
     exercises = {path.stem.removesuffix("_exercises"): path.stem for path in exercise_files}
     orphans = [name for name in exercises if name not in chapters]
     if orphans:
         raise SiteError(f"exercise notebooks without a chapter: {orphans}")
     if not chapters:
-        raise SiteError(f"no notebooks in {ROOT / 'notebooks'}")
+        raise SiteError(f"no notebooks in {repo / 'notebooks'}")
 
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    readme = (repo / "README.md").read_text(encoding="utf-8")
     parts = {
         "intro": readme_intro(readme),
         "course-map": course_map(readme, chapters, exercises),
@@ -209,7 +210,7 @@ def stage(src: Path) -> dict:
 
     dropped = 0
     for name in chapters:
-        dropped += stage_chapter(ROOT / "notebooks" / f"{name}.ipynb", src / "notebooks" / f"{name}.ipynb")
+        dropped += stage_chapter(repo / "notebooks" / f"{name}.ipynb", src / "notebooks" / f"{name}.ipynb")
     for path in exercise_files:
         stage_exercise(path, src / "exercises" / path.name)
     return {"chapters": len(chapters), "exercises": len(exercise_files), "widgets_dropped": dropped}
@@ -271,6 +272,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="where the HTML goes (emptied first; default: _build/site)")
     parser.add_argument("--src", type=Path, default=None,
                         help="where the staged source tree goes (emptied first; default: OUT-src next to OUT)")
+    parser.add_argument("--repo", type=Path, default=ROOT,
+                        help="the repository whose notebooks/, exercises/ and README.md are built (default: this one)")
     parser.add_argument("--jobs", type=int, default=1, help="Sphinx processes (default 1)")
     parser.add_argument("--quiet", action="store_true", help="show only warnings and the summary")
     args = parser.parse_args(argv)
@@ -279,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
 
     start = time.perf_counter()
     try:
-        counts = stage(src)
+        counts = stage(src, args.repo.resolve())
     except SiteError as exc:
         print(f"make site: {exc}", file=sys.stderr)
         return 1
@@ -288,11 +291,11 @@ def main(argv: list[str] | None = None) -> int:
     if warnings:
         print(f"\nmake site: FAILED, {len(warnings)} Sphinx warning line(s); the site would have broken links, "
               f"missing images or pages outside the table of contents:", file=sys.stderr)
-        for line in warnings:
-            print(f"  {line}", file=sys.stderr)
+        for line in warnings:                    # paths in the staged tree mirror the repository's
+            print(f"  {line.replace(str(src) + '/', '')}", file=sys.stderr)
         return 1
-    print(f"make site: {counts['chapters']} chapters and {counts['exercises']} exercise notebooks "
-          f"({counts['widgets_dropped']} progress-bar widgets left out) built in {seconds:.1f} s: "
+    print(f"make site: built in {seconds:.1f} s (chapters: {counts['chapters']}, exercise notebooks: "
+          f"{counts['exercises']}, stored progress-bar widgets left out: {counts['widgets_dropped']}): "
           f"{out / 'index.html'}")
     print("make site: formulas are drawn by " + ("MathJax bundled into the site (_static/mathjax), offline too"
           if local_mathjax() else "MathJax loaded from its CDN (offline they show as LaTeX; installing "

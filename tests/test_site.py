@@ -13,7 +13,6 @@ import functools
 import http.server
 import json
 import re
-import shutil
 import subprocess
 import sys
 import threading
@@ -23,11 +22,11 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 import pytest
+from browser import artifact, chromium_page, skip_reason
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
 ROOT = Path(__file__).resolve().parent.parent
-ARTIFACTS = ROOT / "test-artifacts" / "site"
 CHAPTERS = sorted(path.stem for path in (ROOT / "notebooks").glob("*.ipynb"))
 EXERCISES = sorted(path.stem for path in (ROOT / "exercises").glob("*_exercises.ipynb"))
 # the only thing a page may load from outside the site: MathJax, which draws the formulas in the reader's browser
@@ -198,6 +197,91 @@ def test_pages_load_nothing_from_outside_but_mathjax(site):
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# The build refuses a broken site: planted faults in a one-chapter repository
+
+_PIXEL = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAAAAAA6fptVAAAACklEQVR4nGNoAAAAggCBd81ytgAAAABJRU5ErkJggg=="
+_README = """# tiny course
+
+A one-chapter course that exists only in this test.
+
+## Two commands
+
+`make course` and `make test`.
+
+## The course
+
+| notebook | what it teaches | runs in |
+|---|---|---|
+| `00_start_here` | one figure | 1 s |
+
+**Studying alone.** Read it.
+
+**The exercises.** One of them.
+"""
+
+
+def _notebook(cells: list[dict]) -> str:
+    return json.dumps({"cells": cells, "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3",
+                                                                  "language": "python"}},
+                       "nbformat": 4, "nbformat_minor": 5})
+
+
+def _tiny_repo(root: Path, chapter_markdown: str, readme: str = _README, exercise_code: str = "raise "
+               "NotImplementedError()") -> Path:
+    """A repository with one chapter (a markdown cell and a stored figure) and its exercise notebook."""
+    (root / "notebooks").mkdir(parents=True)
+    (root / "exercises").mkdir()
+    (root / "README.md").write_text(readme, encoding="utf-8")
+    figure = {"output_type": "display_data", "metadata": {},
+              "data": {"image/png": _PIXEL, "text/plain": "<Figure size 1x1 with 0 Axes>"}}
+    (root / "notebooks" / "00_start_here.ipynb").write_text(_notebook([
+        {"cell_type": "markdown", "id": "a", "metadata": {}, "source": chapter_markdown},
+        {"cell_type": "code", "id": "b", "metadata": {}, "execution_count": 1, "source": "plot()",
+         "outputs": [figure]}]), encoding="utf-8")
+    (root / "exercises" / "00_start_here_exercises.ipynb").write_text(_notebook([
+        {"cell_type": "markdown", "id": "c", "metadata": {}, "source": "# Tiny exercises"},
+        {"cell_type": "code", "id": "d", "metadata": {}, "execution_count": None, "source": exercise_code,
+         "outputs": []}]), encoding="utf-8")
+    return root
+
+
+def _build(repo: Path, tmp_path: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ROOT / "book" / "build.py"), "--repo", str(repo),
+                           "--out", str(tmp_path / "site"), "--quiet"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+
+
+def test_build_fails_on_a_missing_image_and_a_broken_link(tmp_path):
+    pytest.importorskip("jupyter_book", reason="the site extra is not installed (pip install -e '.[site]')")
+    repo = _tiny_repo(tmp_path / "repo", "# Chapter 1 — tiny\n\n![the loss](loss_curve.png)\n\n"
+                      "Next: [chapter 2](02_missing_chapter.ipynb).")
+    result = _build(repo, tmp_path)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "make site: FAILED, 2 Sphinx warning" in result.stderr, result.stderr   # the two faults, nothing else
+    assert "loss_curve.png" in result.stderr, result.stderr        # each planted fault is named
+    assert "02_missing_chapter" in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize("fault, message", [
+    ("readme-row", "README's course table lacks the chapter(s) ['00_start_here']"),
+    ("readme-section", "README.md has no '## Two commands' section"),
+    ("solution", "contains a solution region"),
+])
+def test_build_refuses_sources_that_would_mislead(tmp_path, fault, message):
+    readme, exercise = _README, "raise NotImplementedError()"
+    if fault == "readme-row":
+        readme = readme.replace("| `00_start_here` | one figure | 1 s |\n", "")
+    elif fault == "readme-section":
+        readme = readme.replace("## Two commands", "## Three commands")
+    else:
+        exercise = "### BEGIN SOLUTION\nanswer = 42\n### END SOLUTION"
+    repo = _tiny_repo(tmp_path / "repo", "# Chapter 1 — tiny", readme=readme, exercise_code=exercise)
+    result = _build(repo, tmp_path)
+    assert result.returncode == 1 and message in result.stderr, result.stdout + result.stderr
+    assert not (tmp_path / "site").exists(), "a site was written from sources the build refused"
+
+
+# ---------------------------------------------------------------------------------------------------------------
 # In the browser
 
 
@@ -220,16 +304,12 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
 
 @pytest.fixture(scope="module")
 def browser_page():
-    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (the test extra)")
-    executable = shutil.which("chromium") or "/usr/bin/chromium"
-    if not Path(executable).exists():
-        pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=executable, headless=True,
-                                             args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"])
-        page = browser.new_page(viewport={"width": 1300, "height": 900})
+    """A page in headless Debian chromium (tests/browser.py: playwright, no download, fresh profile)."""
+    reason = skip_reason()
+    if reason is not None:
+        pytest.skip(reason)
+    with chromium_page(viewport=(1300, 900)) as page:
         yield page
-        browser.close()
 
 
 def _open(page, url: str) -> list[str]:
@@ -264,8 +344,7 @@ def test_landing_page_in_chromium(server, browser_page):
         assert any(href.endswith(f"/{name}.html") for href in sidebar), f"{name} is not in the sidebar"
     table_links = page.eval_on_selector_all("article table a", "links => links.map(link => link.href)")
     assert sum(href.endswith(".html") for href in table_links) == len(CHAPTERS) + len(EXERCISES)
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / "landing.png"))
+    page.screenshot(path=str(artifact("landing.png", sub="site")))
 
 
 def _mathjax_is_bundled(site: Path) -> bool:
@@ -289,7 +368,6 @@ def test_chapter_in_chromium(site, server, browser_page):
     images = _images(page)
     assert len(images) == _stored_pngs(ROOT / "notebooks" / f"{BROWSER_CHAPTER}.ipynb") > 0
     assert all(image["width"] > 0 for image in images), [image for image in images if not image["width"]]
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / "chapter.png"))
+    page.screenshot(path=str(artifact("chapter.png", sub="site")))
     page.locator("article img").first.scroll_into_view_if_needed()
-    page.screenshot(path=str(ARTIFACTS / "chapter-figure.png"))
+    page.screenshot(path=str(artifact("chapter-figure.png", sub="site")))
