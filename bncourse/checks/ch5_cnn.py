@@ -30,12 +30,13 @@ import numpy as np
 
 from .ch3_batchnorm import _NUMPY_REFERENCES, _as_numpy, record_module_steps, _backward_generic, _unpack, backward_mistakes, \
     forward_mistakes, normalize
-from .core import CheckFailure, Exercise, describe_value, expect, expect_array, register
+from .core import CheckFailure, Exercise, Mistake, describe_value, expect, expect_array, register
 from .predict import PredictNumber
 from .shared import call_watching, in_place_message
 
 __all__ = ["SpatialForward", "SpatialBackward", "BatchNorm2dModule", "FoldConv", "EvalBackward", "PredictBias",
-           "DebugBatchNorm2d", "spatial_mistakes", "fold_reference", "fold_mistakes"]
+           "DebugBatchNorm2d", "spatial_mistakes", "SPATIAL_FORWARD_MISTAKES", "SPATIAL_BACKWARD_MISTAKES",
+           "fold_reference", "FOLD_MISTAKES"]
 
 _GAMMA_AXIS = ("gamma and beta have shape (C,) and must broadcast along the channel axis 1: reshape them to "
                "(1, C, 1, 1); as (C,) they broadcast along the last axis W")
@@ -56,14 +57,62 @@ _SHAPES = ((4, 3, 5, 6, 1e-5), (2, 2, 3, 3, 0.1), (6, 4, 2, 5, 1e-3), (3, 5, 4, 
 
 
 def spatial_mistakes(x, gamma, beta, eps) -> dict[str, Any]:
-    """Forward mistakes for (N, C, H, W): chapter 3's plus gamma/beta broadcast along the wrong axis."""
-    m = forward_mistakes(x, gamma, beta, eps)
-    if x.shape[3] == x.shape[1]:
-        m[_GAMMA_AXIS] = lambda: gamma * normalize(x, eps) + beta     # (C,) broadcasts along W
-    m["you normalized each channel over (N, H, W) but reshaped without moving the channel axis last first "
-      "(x.reshape(-1, C) mixes channels); transpose to (N, H, W, C) before reshaping"] = \
-        lambda: _wrong_reshape(x, gamma, beta, eps)
-    return m
+    """Forward mistakes for (N, C, H, W) as ``{message: out}`` (the BatchNorm2d module's output check uses them)."""
+    case = {"x": x, "gamma": gamma, "beta": beta, "eps": eps}
+    out = {}
+    for m in SPATIAL_FORWARD_MISTAKES:
+        out[m.message] = (lambda m=m: (m.wrong(case) or {}).get("out"))
+    return out
+
+
+def _fwd_args(case):
+    return case["x"], case["gamma"].reshape(1, -1, 1, 1), case["beta"].reshape(1, -1, 1, 1), case["eps"]
+
+
+def _fwd(id_, message, out_of):
+    """A forward mistake: out = out_of(x, g, b, eps) with g, b reshaped to (1, C, 1, 1)."""
+    return Mistake(id_, message, lambda c: {"out": out_of(*_fwd_args(c))})
+
+
+#: the training-mode forward mistakes for (N, C, H, W) input (chapter 3's, in their per-channel wording, and the
+#: ones specific to images)
+SPATIAL_FORWARD_MISTAKES = (
+    _fwd("ddof1", "you normalized with the unbiased variance (ddof=1, dividing by N-1); batch norm normalizes with "
+         "the biased variance that divides by N (the unbiased one is only for running_var)",
+         lambda x, g, b, e: g * normalize(x, e, ddof=1) + b),
+    _fwd("no_eps", "eps is missing: add it to the variance inside the square root, sqrt(var + eps)",
+         lambda x, g, b, e: g * normalize(x, e, eps_mode="missing") + b),
+    _fwd("eps_outside", "eps is outside the square root: use sqrt(var + eps), not sqrt(var) + eps",
+         lambda x, g, b, e: g * normalize(x, e, eps_mode="outside") + b),
+    _fwd("default_eps", "your code ignores the eps it is given and uses 1e-5 (a default argument or a constant): use "
+         "the eps passed in", lambda x, g, b, e: g * normalize(x, 1e-5) + b),
+    _fwd("var_not_std", "you divided by the variance instead of the standard deviation; use sqrt(var + eps)",
+         lambda x, g, b, e: g * normalize(x, e, power=1.0) + b),
+    _fwd("not_centered", "you did not subtract the batch mean before dividing by the standard deviation",
+         lambda x, g, b, e: g * normalize(x, e, center=False) + b),
+    _fwd("gamma_beta_swapped", "gamma and beta are swapped: out = gamma * x_hat + beta (gamma scales, beta shifts)",
+         lambda x, g, b, e: b * normalize(x, e) + g),
+    _fwd("no_affine", "gamma and beta are missing: out = gamma * x_hat + beta, not just x_hat",
+         lambda x, g, b, e: normalize(x, e) + 0.0 * g),
+    _fwd("no_gamma", "gamma is missing: scale by it, out = gamma * x_hat + beta", lambda x, g, b, e: normalize(x, e) + b),
+    _fwd("no_beta", "beta is missing: shift by it, out = gamma * x_hat + beta", lambda x, g, b, e: g * normalize(x, e)),
+    _fwd("whole_batch", "you took the mean and variance over the whole batch at once; batch norm takes them per "
+         "channel (one mean and one variance for each channel)",
+         lambda x, g, b, e: g * normalize(x, e, axes=(0, 1, 2, 3)) + b),
+    _fwd("per_sample", "you took the statistics per sample over (C, H, W) (axis=(1, 2, 3)) instead of per channel "
+         "over (N, H, W) (axis=(0, 2, 3))", lambda x, g, b, e: g * normalize(x, e, axes=(1, 2, 3)) + b),
+    _fwd("instance_norm", "you took the statistics per sample and channel over (H, W) only (that is instance norm); "
+         "batch norm takes them per channel over (N, H, W)", lambda x, g, b, e: g * normalize(x, e, axes=(2, 3)) + b),
+    _fwd("per_position", "you took the statistics over the batch axis only (axis=0), one per channel and position; "
+         "for conv layers take them per channel over (N, H, W), axis=(0, 2, 3)",
+         lambda x, g, b, e: g * normalize(x, e, axes=(0,)) + b),
+    Mistake("gamma_last_axis", _GAMMA_AXIS,                      # (C,) broadcasts along W: a value only when W == C
+            lambda c: {"out": c["gamma"] * normalize(c["x"], c["eps"]) + c["beta"]}
+            if c["x"].shape[3] == c["x"].shape[1] else None),
+    Mistake("reshape_without_transpose", "you normalized each channel over (N, H, W) but reshaped without moving the "
+            "channel axis last first (x.reshape(-1, C) mixes channels); transpose to (N, H, W, C) before reshaping",
+            lambda c: {"out": _wrong_reshape(c["x"], c["gamma"], c["beta"], c["eps"])}),
+)
 
 
 def _wrong_reshape(x, gamma, beta, eps):
@@ -91,6 +140,7 @@ class SpatialForward(Exercise):
         "x_hat = (x - mu) / sqrt(var + eps) with the biased variance over m = N * H * W values; out = gamma * "
         "x_hat + beta",
     )
+    mistakes = SPATIAL_FORWARD_MISTAKES
 
     def cases(self, rng):
         out = []
@@ -110,9 +160,8 @@ class SpatialForward(Exercise):
 
     def verify(self, case, result):
         from bncourse.bn_numpy import batchnorm_forward
-        x, gamma, beta, eps = case["x"], case["gamma"], case["beta"], case["eps"]
-        want, _ = batchnorm_forward(x, gamma, beta, eps)
-        expect_array("out", result["out"], want, rtol=1e-6, atol=1e-8, mistakes=spatial_mistakes(x, gamma, beta, eps))
+        want, _ = batchnorm_forward(case["x"], case["gamma"], case["beta"], case["eps"])
+        self.expect_outputs(case, result, {"out": want}, rtol=1e-6, atol=1e-8)
         expect(not result.get("changed"), in_place_message(result.get("changed", "")))
 
 
@@ -127,6 +176,85 @@ def _dx_with_count(dout, x, gamma, eps, m):
     return g / (m * np.sqrt(var + eps)) * (m * dout - dbeta - xh * dgamma)
 
 
+def _bwd_args(case):
+    return case["dout"], case["x"], case["gamma"], case["eps"]
+
+
+def _dx(id_, message, **how):
+    """A dx mistake: the dx of a normalization with ``how`` (see ch3's _backward_generic; ``eps`` overrides)."""
+    def wrong(case):
+        dout, x, gamma, eps = _bwd_args(case)
+        return {"dx": _backward_generic(dout, x, gamma, how.get("eps", eps),
+                                        **{k: v for k, v in how.items() if k != "eps"})}
+    return Mistake(id_, message, wrong)
+
+
+def _param_grad(id_, output, message, grad_of):
+    """A dgamma or dbeta mistake: grad_of(dout, x_hat, x, eps)."""
+    return Mistake(id_, message, lambda c: {output: grad_of(c["dout"], normalize(c["x"], c["eps"]), c["x"], c["eps"])})
+
+
+_STOP = ("your dx ignores the path through the batch mean and variance (the stop-gradient mistake): mu and var depend "
+         "on x, so dx gets the terms through them too")
+_BATCH = (0, 2, 3)
+_OTHER = (1, 2, 3)
+
+#: the backward mistakes for (N, C, H, W) (chapter 3's, per channel, and the ones specific to images)
+SPATIAL_BACKWARD_MISTAKES = (
+    Mistake("swapped", "dgamma and dbeta are swapped: dgamma = sum(dout * x_hat), dbeta = sum(dout)",
+            lambda c: {"dgamma": c["dout"].sum(axis=_BATCH), "dbeta": (c["dout"] * normalize(c["x"], c["eps"]))
+                       .sum(axis=_BATCH)}),
+    _dx("stop_gradient", _STOP, through_mean=False, through_var=False),
+    _dx("no_mean_path", "your dx ignores the path through the batch mean: mu depends on x, add that term",
+        through_mean=False),
+    _dx("no_var_path", "your dx ignores the path through the batch variance: var depends on x, add that term",
+        through_var=False),
+    _dx("no_gamma", "your dx forgets the factor gamma: going back through out = gamma * x_hat + beta gives "
+        "dx_hat = dout * gamma", use_gamma=False),
+    _dx("unbiased", "your dx is the gradient of a batch norm with the unbiased variance (N-1); the forward pass "
+        "normalizes with the biased one (N)", ddof=1),
+    _dx("default_eps", "your dx ignores the eps it is given and uses 1e-5 (a default argument or a constant): the "
+        "backward pass must use the forward pass's eps", eps=1e-5),
+    _dx("per_sample", "your dx takes the statistics per sample over (C, H, W) instead of per channel over (N, H, W)",
+        axes=_OTHER),
+    _dx("per_position", "your dx takes the statistics per (C, H, W) position over the batch only (axis=0); batch norm "
+        "for images takes them per channel over (N, H, W)", axes=(0,)),
+    Mistake("dx_gamma_last_axis", _GAMMA_AXIS,
+            lambda c: {"dx": _backward_generic(c["dout"], c["x"], np.ones_like(c["gamma"]), c["eps"]) * c["gamma"]}
+            if c["x"].shape[3] == c["x"].shape[1] else None),
+    Mistake("count_n", "your dx uses the count m = N; each channel's statistics are taken over m = N * H * W values, "
+            "so the closed form needs m = N * H * W",
+            lambda c: {"dx": _dx_with_count(*_bwd_args(c), c["x"].shape[0])}),
+    _param_grad("dgamma_wrong_axes", "dgamma", "dgamma is summed over the wrong axes: sum dout * x_hat over the batch "
+                "(axis=(0, 2, 3)), one value per channel, not over the features",
+                lambda d, xh, x, e: (d * xh).sum(axis=_OTHER)),
+    _param_grad("dgamma_all_axes", "dgamma", "dgamma is summed over all axes: sum over the batch only (axis=(0, 2, "
+                "3)), one value per channel", lambda d, xh, x, e: np.asarray((d * xh).sum())),
+    _param_grad("dgamma_not_summed", "dgamma", "dgamma is not summed: gamma is shared by the whole batch, so sum "
+                "dout * x_hat over axis=(0, 2, 3)", lambda d, xh, x, e: d * xh),
+    _param_grad("dgamma_uses_x", "dgamma", "dgamma uses x instead of the normalized x_hat: dgamma = sum(dout * "
+                "x_hat)", lambda d, xh, x, e: (d * x).sum(axis=_BATCH)),
+    _param_grad("dgamma_default_eps", "dgamma", "dgamma uses an x_hat normalized with eps = 1e-5 instead of the eps "
+                "it is given", lambda d, xh, x, e: (d * normalize(x, 1e-5)).sum(axis=_BATCH)),
+    _param_grad("dgamma_unbiased", "dgamma", "dgamma uses an x_hat normalized with the unbiased variance (N-1); the "
+                "forward pass normalizes with the biased one (N)",
+                lambda d, xh, x, e: (d * normalize(x, e, ddof=1)).sum(axis=_BATCH)),
+    _param_grad("dgamma_per_sample", "dgamma", "dgamma uses an x_hat whose statistics were taken per sample instead "
+                "of per channel", lambda d, xh, x, e: (d * normalize(x, e, axes=_OTHER)).sum(axis=_BATCH)),
+    _param_grad("dgamma_batch_only", "dgamma", "dgamma is summed over the batch only (axis=0): gamma is shared by "
+                "every position too, so sum dout * x_hat over (N, H, W), axis=(0, 2, 3)",
+                lambda d, xh, x, e: (d * xh).sum(axis=0)),
+    _param_grad("dbeta_wrong_axes", "dbeta", "dbeta is summed over the wrong axes: sum dout over the batch (axis=(0, "
+                "2, 3)), one value per channel, not over the features", lambda d, xh, x, e: d.sum(axis=_OTHER)),
+    _param_grad("dbeta_all_axes", "dbeta", "dbeta is summed over all axes: sum over the batch only (axis=(0, 2, 3)), "
+                "one value per channel", lambda d, xh, x, e: np.asarray(d.sum())),
+    _param_grad("dbeta_not_summed", "dbeta", "dbeta is not summed: beta is shared by the whole batch, so sum dout "
+                "over axis=(0, 2, 3)", lambda d, xh, x, e: d),
+    _param_grad("dbeta_batch_only", "dbeta", "dbeta is summed over the batch only (axis=0): beta is shared by every "
+                "position too, so sum dout over (N, H, W), axis=(0, 2, 3)", lambda d, xh, x, e: d.sum(axis=0)),
+)
+
+
 @register
 class SpatialBackward(Exercise):
     name = "ch5_spatial_backward"
@@ -139,6 +267,7 @@ class SpatialBackward(Exercise):
         "dx = gamma / (m * sqrt(var + eps)) * (m * dout - dbeta - x_hat * dgamma), broadcast per channel, with "
         "m = N * H * W (not N)",
     )
+    mistakes = SPATIAL_BACKWARD_MISTAKES
 
     def cases(self, rng):
         out = []
@@ -161,27 +290,7 @@ class SpatialBackward(Exercise):
         dout, x, gamma, eps = case["dout"], case["x"], case["gamma"], case["eps"]
         _, cache = batchnorm_forward(x, gamma, np.zeros_like(gamma), eps)
         dx, dgamma, dbeta = batchnorm_backward(dout, cache)
-        mistakes = backward_mistakes(dout, x, gamma, eps)
-        xh = normalize(x, eps)
-        mistakes["dgamma"]["dgamma is summed over the batch only (axis=0): gamma is shared by every position "
-                           "too, so sum dout * x_hat over (N, H, W), axis=(0, 2, 3)"] = lambda: (dout * xh).sum(axis=0)
-        mistakes["dbeta"]["dbeta is summed over the batch only (axis=0): beta is shared by every position too, "
-                          "so sum dout over (N, H, W), axis=(0, 2, 3)"] = lambda: dout.sum(axis=0)
-        mistakes["dx"]["your dx takes the statistics per (C, H, W) position over the batch only (axis=0); "
-                       "batch norm for images takes them per channel over (N, H, W)"] = \
-            lambda: _backward_generic(dout, x, gamma, eps, axes=(0,))
-        if x.shape[3] == x.shape[1]:
-            mistakes["dx"][_GAMMA_AXIS] = lambda: _backward_generic(dout, x, np.ones_like(gamma), eps) * gamma
-        n, c, h, w = x.shape
-        mistakes["dx"]["your dx uses the count m = N; each channel's statistics are taken over m = N * H * W "
-                       "values, so the closed form needs m = N * H * W"] = \
-            lambda: _dx_with_count(dout, x, gamma, eps, n)
-        mistakes["dx"]["your dx ignores the eps it is given and uses 1e-5 (a default argument or a constant): the "
-                       "backward pass must use the forward pass's eps"] = \
-            lambda: _backward_generic(dout, x, gamma, 1e-5)
-        expect_array("dbeta", result["dbeta"], dbeta, rtol=1e-6, atol=1e-9, mistakes=mistakes["dbeta"])
-        expect_array("dgamma", result["dgamma"], dgamma, rtol=1e-6, atol=1e-9, mistakes=mistakes["dgamma"])
-        expect_array("dx", result["dx"], dx, rtol=1e-6, atol=1e-9, mistakes=mistakes["dx"])
+        self.expect_outputs(case, result, {"dbeta": dbeta, "dgamma": dgamma, "dx": dx}, rtol=1e-6, atol=1e-9)
         expect(not result.get("changed"), in_place_message(result.get("changed", "")))
 
 
@@ -348,33 +457,50 @@ def fold_reference(weight, bias, gamma, beta, mean, var, eps):
     return weight * a.reshape(-1, 1, 1, 1), a * (bias - mean) + beta
 
 
-def fold_mistakes(weight, bias, gamma, beta, mean, var, eps) -> dict[str, dict[str, Any]]:
-    a = gamma / np.sqrt(var + eps)
-    w_ok, b_ok = fold_reference(weight, bias, gamma, beta, mean, var, eps)
-    w = {
-        "the kernel is scaled along the input-channel axis; scale output channel k (axis 0) by a[k]: "
-        "weight * a.reshape(-1, 1, 1, 1)": lambda: weight * a.reshape(1, -1, 1, 1),
-        "the kernel is scaled by gamma / (running_var + eps); use the standard deviation, "
-        "gamma / sqrt(running_var + eps)": lambda: weight * (gamma / (var + eps)).reshape(-1, 1, 1, 1),
-        "the kernel is scaled by gamma only; BN also divides by sqrt(running_var + eps)":
-            lambda: weight * gamma.reshape(-1, 1, 1, 1),
-        "eps is missing: a = gamma / sqrt(running_var + eps)":
-            lambda: weight * (gamma / np.sqrt(var)).reshape(-1, 1, 1, 1),
-        "the kernel ignores the eps it is given and uses 1e-5 (a default argument or a constant)":
-            lambda: weight * (gamma / np.sqrt(var + 1e-5)).reshape(-1, 1, 1, 1),
-    }
-    b = {
-        "the folded bias forgets the running mean: b' = a * (bias - running_mean) + beta": lambda: a * bias + beta,
-        "the old conv bias is not scaled: b' = a * (bias - running_mean) + beta, the whole (bias - mean) "
-        "is multiplied by a": lambda: bias - a * mean + beta,
-        "the running mean is subtracted without scaling: b' = a * (bias - running_mean) + beta":
-            lambda: a * bias - mean + beta,
-        "beta is missing from the folded bias: b' = a * (bias - running_mean) + beta": lambda: a * (bias - mean),
-        "eps is missing: a = gamma / sqrt(running_var + eps)":
-            lambda: (gamma / np.sqrt(var)) * (bias - mean) + beta,
-    }
-    _ = (w_ok, b_ok)
-    return {"weight": w, "bias": b}
+def _fold_args(case):
+    return tuple(case[k] for k in ("weight", "bias", "gamma", "beta", "running_mean", "running_var", "eps"))
+
+
+def _fold_w(id_, message, scale_of):
+    """A kernel mistake: weight scaled per output channel by scale_of(gamma, var, eps) (or the whole reshaped
+    factor, when it returns a 4-D array)."""
+    def wrong(case):
+        w, _, g, _, _, v, eps = _fold_args(case)
+        scale = scale_of(g, v, eps)
+        return {"weight": w * (scale if scale.ndim == 4 else scale.reshape(-1, 1, 1, 1))}
+    return Mistake(id_, message, wrong)
+
+
+def _fold_b(id_, message, bias_of):
+    """A folded-bias mistake: bias_of(a, bias, beta, mean, var, gamma)."""
+    def wrong(case):
+        _, bias, g, be, m, v, eps = _fold_args(case)
+        return {"bias": bias_of(g / np.sqrt(v + eps), bias, be, m, v, g)}
+    return Mistake(id_, message, wrong)
+
+
+#: the folding mistakes (kernel, then bias)
+FOLD_MISTAKES = (
+    _fold_w("input_axis", "the kernel is scaled along the input-channel axis; scale output channel k (axis 0) by a[k]: "
+            "weight * a.reshape(-1, 1, 1, 1)", lambda g, v, e: (g / np.sqrt(v + e)).reshape(1, -1, 1, 1)),
+    _fold_w("var_not_std", "the kernel is scaled by gamma / (running_var + eps); use the standard deviation, "
+            "gamma / sqrt(running_var + eps)", lambda g, v, e: g / (v + e)),
+    _fold_w("gamma_only", "the kernel is scaled by gamma only; BN also divides by sqrt(running_var + eps)",
+            lambda g, v, e: g),
+    _fold_w("w_no_eps", "eps is missing: a = gamma / sqrt(running_var + eps)", lambda g, v, e: g / np.sqrt(v)),
+    _fold_w("w_default_eps", "the kernel ignores the eps it is given and uses 1e-5 (a default argument or a constant)",
+            lambda g, v, e: g / np.sqrt(v + 1e-5)),
+    _fold_b("forgets_mean", "the folded bias forgets the running mean: b' = a * (bias - running_mean) + beta",
+            lambda a, b, be, m, v, g: a * b + be),
+    _fold_b("bias_unscaled", "the old conv bias is not scaled: b' = a * (bias - running_mean) + beta, the whole "
+            "(bias - mean) is multiplied by a", lambda a, b, be, m, v, g: b - a * m + be),
+    _fold_b("mean_unscaled", "the running mean is subtracted without scaling: b' = a * (bias - running_mean) + beta",
+            lambda a, b, be, m, v, g: a * b - m + be),
+    _fold_b("no_beta", "beta is missing from the folded bias: b' = a * (bias - running_mean) + beta",
+            lambda a, b, be, m, v, g: a * (b - m)),
+    _fold_b("b_no_eps", "eps is missing: a = gamma / sqrt(running_var + eps)",
+            lambda a, b, be, m, v, g: (g / np.sqrt(v)) * (b - m) + be),
+)
 
 
 @register
@@ -390,6 +516,7 @@ class FoldConv(Exercise):
         "the kernel slice weight[k], shape (C_in, kH, kW), plus bias[k]",
         "folded_weight = weight times a reshaped to (C_out, 1, 1, 1); folded_bias = a * (bias - running_mean) + beta",
     )
+    mistakes = FOLD_MISTAKES
 
     def cases(self, rng):
         out = []
@@ -421,12 +548,10 @@ class FoldConv(Exercise):
             self._verify(case, result)
 
     def _verify(self, case, result):
-        args = (case["weight"], case["bias"], case["gamma"], case["beta"], case["running_mean"],
-                case["running_var"], case["eps"])
-        w, b = fold_reference(*args)
-        mistakes = fold_mistakes(*args)
-        expect_array("folded_weight", result["weight"], w, rtol=1e-6, atol=1e-9, mistakes=mistakes["weight"])
-        expect_array("folded_bias", result["bias"], b, rtol=1e-6, atol=1e-9, mistakes=mistakes["bias"])
+        w, b = fold_reference(*_fold_args(case))
+        for name, output, want in (("folded_weight", "weight", w), ("folded_bias", "bias", b)):
+            expect_array(name, result[output], want, rtol=1e-6, atol=1e-9, mistakes=self.mistakes, case=case,
+                         output=output)
         expect(not result.get("changed"), in_place_message(result.get("changed", "")))
 
 
@@ -442,6 +567,62 @@ def eval_backward_reference(dout, x, gamma, running_mean, running_var, eps):
     return dx, (dout * x_hat).sum(axis=(0, 2, 3)), dout.sum(axis=(0, 2, 3))
 
 
+def _eval_args(case):
+    return tuple(case[k] for k in ("dout", "x", "gamma", "running_mean", "running_var", "eps"))
+
+
+_C = (1, -1, 1, 1)
+
+
+def _eval_dgamma(id_, message, grad_of):
+    """A dgamma mistake: grad_of(dout, x, running_mean (1, C, 1, 1), running_var (1, C, 1, 1), eps)."""
+    def wrong(case):
+        dout, x, _, rm, rv, eps = _eval_args(case)
+        return {"dgamma": grad_of(dout, x, rm.reshape(_C), rv.reshape(_C), eps)}
+    return Mistake(id_, message, wrong)
+
+
+def _eval_dx(id_, message, dx_of):
+    """A dx mistake: dx_of(dout, x, gamma, running_mean, running_var, eps), all as given."""
+    return Mistake(id_, message, lambda c: {"dx": dx_of(*_eval_args(c))})
+
+
+EVAL_BACKWARD_MISTAKES = (
+    Mistake("swapped", "dgamma and dbeta are swapped: dgamma = sum(dout * x_hat), dbeta = sum(dout)",
+            lambda c: dict(zip(("dbeta", "dgamma"), eval_backward_reference(*_eval_args(c))[1:]))),
+    Mistake("dbeta_batch_only", "dbeta is summed over the batch only (axis=0): beta is shared by every position too, "
+            "so sum over (N, H, W), axis=(0, 2, 3)", lambda c: {"dbeta": c["dout"].sum(axis=0)}),
+    _eval_dgamma("dgamma_batch_stats", "dgamma uses x_hat normalized with the BATCH statistics; in eval mode the "
+                 "forward pass normalized with running_mean and running_var, so x_hat = (x - running_mean) / "
+                 "sqrt(running_var + eps)", lambda d, x, rm, rv, e: (d * normalize(x, e)).sum(axis=(0, 2, 3))),
+    _eval_dgamma("dgamma_batch_only", "dgamma is summed over the batch only (axis=0): sum over (N, H, W), axis=(0, 2, "
+                 "3)", lambda d, x, rm, rv, e: (d * (x - rm) / np.sqrt(rv + e)).sum(axis=0)),
+    _eval_dgamma("dgamma_uses_x", "dgamma uses x instead of x_hat: dgamma = sum(dout * x_hat)",
+                 lambda d, x, rm, rv, e: (d * x).sum(axis=(0, 2, 3))),
+    _eval_dgamma("dgamma_no_eps", "eps is missing from x_hat: x_hat = (x - running_mean) / sqrt(running_var + eps)",
+                 lambda d, x, rm, rv, e: (d * (x - rm) / np.sqrt(rv)).sum(axis=(0, 2, 3))),
+    _eval_dgamma("dgamma_default_eps", "dgamma uses an x_hat computed with eps = 1e-5 instead of the eps it is given",
+                 lambda d, x, rm, rv, e: (d * (x - rm) / np.sqrt(rv + 1e-5)).sum(axis=(0, 2, 3))),
+    _eval_dx("training_backward", "this is the training-mode backward (gradients through the batch mean and "
+             "variance); in eval mode the statistics are constants, so dx = dout * gamma / sqrt(running_var + eps)",
+             lambda d, x, g, rm, rv, e: _backward_generic(d, x, g, e)),
+    _eval_dx("training_form_running", "this is the training-mode backward evaluated with the running statistics; in "
+             "eval mode no gradient flows through any statistic: dx = dout * gamma / sqrt(running_var + eps)",
+             lambda d, x, g, rm, rv, e: _train_form_with(d, x, g, rm, rv, e)),
+    _eval_dx("dx_no_gamma", "dx forgets the factor gamma: dx = dout * gamma / sqrt(running_var + eps)",
+             lambda d, x, g, rm, rv, e: d / np.sqrt(rv + e).reshape(_C)),
+    _eval_dx("dx_var_not_std", "dx divides by the variance instead of the standard deviation: dx = dout * gamma / "
+             "sqrt(running_var + eps)", lambda d, x, g, rm, rv, e: d * (g / (rv + e)).reshape(_C)),
+    _eval_dx("dx_no_eps", "eps is missing: dx = dout * gamma / sqrt(running_var + eps)",
+             lambda d, x, g, rm, rv, e: d * (g / np.sqrt(rv)).reshape(_C)),
+    _eval_dx("dx_default_eps", "your dx ignores the eps it is given and uses 1e-5 (a default argument or a constant)",
+             lambda d, x, g, rm, rv, e: d * (g / np.sqrt(rv + 1e-5)).reshape(_C)),
+    Mistake("dx_gamma_last_axis", _GAMMA_AXIS,
+            lambda c: {"dx": c["dout"] * c["gamma"] / np.sqrt(c["running_var"] + c["eps"])}
+            if c["x"].shape[3] == c["x"].shape[1] else None),
+)
+
+
 @register
 class EvalBackward(Exercise):
     name = "ch5_eval_backward"
@@ -455,6 +636,7 @@ class EvalBackward(Exercise):
         "dx = dout * gamma / sqrt(running_var + eps); dgamma = sum of dout * (x - running_mean) / sqrt(running_var "
         "+ eps); dbeta = sum of dout",
     )
+    mistakes = EVAL_BACKWARD_MISTAKES
 
     def cases(self, rng):
         out = []
@@ -476,45 +658,8 @@ class EvalBackward(Exercise):
         return {"dx": dx, "dgamma": dgamma, "dbeta": dbeta, "changed": changed}
 
     def verify(self, case, result):
-        dout, x, gamma, rm, rv, eps = (case[k] for k in ("dout", "x", "gamma", "running_mean", "running_var", "eps"))
-        dx, dgamma, dbeta = eval_backward_reference(dout, x, gamma, rm, rv, eps)
-        shape = (1, -1, 1, 1)
-        train_dx = lambda: _backward_generic(dout, x, gamma, eps)                       # noqa: E731
-        batch_xh = lambda: normalize(x, eps)                                            # noqa: E731
-        expect_array("dbeta", result["dbeta"], dbeta, rtol=1e-6, atol=1e-9, mistakes={
-            "dbeta is summed over the batch only (axis=0): beta is shared by every position too, so sum over "
-            "(N, H, W), axis=(0, 2, 3)": lambda: dout.sum(axis=0),
-            "dgamma and dbeta are swapped: dgamma = sum(dout * x_hat), dbeta = sum(dout)": lambda: dgamma,
-        })
-        expect_array("dgamma", result["dgamma"], dgamma, rtol=1e-6, atol=1e-9, mistakes={
-            "dgamma uses x_hat normalized with the BATCH statistics; in eval mode the forward pass normalized with "
-            "running_mean and running_var, so x_hat = (x - running_mean) / sqrt(running_var + eps)":
-                lambda: (dout * batch_xh()).sum(axis=(0, 2, 3)),
-            "dgamma is summed over the batch only (axis=0): sum over (N, H, W), axis=(0, 2, 3)":
-                lambda: (dout * (x - rm.reshape(shape)) / np.sqrt(rv + eps).reshape(shape)).sum(axis=0),
-            "dgamma uses x instead of x_hat: dgamma = sum(dout * x_hat)": lambda: (dout * x).sum(axis=(0, 2, 3)),
-            "eps is missing from x_hat: x_hat = (x - running_mean) / sqrt(running_var + eps)":
-                lambda: (dout * (x - rm.reshape(shape)) / np.sqrt(rv).reshape(shape)).sum(axis=(0, 2, 3)),
-            "dgamma uses an x_hat computed with eps = 1e-5 instead of the eps it is given":
-                lambda: (dout * (x - rm.reshape(shape)) / np.sqrt(rv + 1e-5).reshape(shape)).sum(axis=(0, 2, 3)),
-            "dgamma and dbeta are swapped: dgamma = sum(dout * x_hat), dbeta = sum(dout)": lambda: dbeta,
-        })
-        expect_array("dx", result["dx"], dx, rtol=1e-6, atol=1e-9, mistakes={
-            "this is the training-mode backward (gradients through the batch mean and variance); in eval mode the "
-            "statistics are constants, so dx = dout * gamma / sqrt(running_var + eps)": train_dx,
-            "this is the training-mode backward evaluated with the running statistics; in eval mode no gradient "
-            "flows through any statistic: dx = dout * gamma / sqrt(running_var + eps)":
-                lambda: _train_form_with(dout, x, gamma, rm, rv, eps),
-            "dx forgets the factor gamma: dx = dout * gamma / sqrt(running_var + eps)":
-                lambda: dout / np.sqrt(rv + eps).reshape(shape),
-            "dx divides by the variance instead of the standard deviation: dx = dout * gamma / sqrt(running_var + "
-            "eps)": lambda: dout * (gamma / (rv + eps)).reshape(shape),
-            "eps is missing: dx = dout * gamma / sqrt(running_var + eps)":
-                lambda: dout * (gamma / np.sqrt(rv)).reshape(shape),
-            "your dx ignores the eps it is given and uses 1e-5 (a default argument or a constant)":
-                lambda: dout * (gamma / np.sqrt(rv + 1e-5)).reshape(shape),
-            _GAMMA_AXIS: lambda: dout * gamma / np.sqrt(rv + eps) if x.shape[3] == x.shape[1] else None,
-        })
+        dx, dgamma, dbeta = eval_backward_reference(*_eval_args(case))
+        self.expect_outputs(case, result, {"dbeta": dbeta, "dgamma": dgamma, "dx": dx}, rtol=1e-6, atol=1e-9)
         expect(not result.get("changed"), in_place_message(result.get("changed", "")))
 
 
