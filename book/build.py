@@ -130,10 +130,11 @@ def rewrite_readme_links(markdown: str, where: str) -> str:
 
 
 def stage_chapter(source: Path, target: Path) -> int:
-    """Copy a chapter, dropping its stored progress-bar widgets. Returns the number of outputs dropped.
+    """Copy a chapter, its stored progress-bar widgets replaced by a note. Returns the number of widgets dropped.
 
     The tqdm bars are ipywidgets: their stored text is the bar at 0 %, and drawing them would load widget
-    JavaScript from a CDN, so the site leaves them out (the printed results after them stay).
+    JavaScript from a CDN, so the site shows, where a cell's first bar was, one italic line saying that bars run
+    there in Jupyter (the printed results after them stay).
     """
     notebook = json.loads(source.read_text(encoding="utf-8"))
     dropped = 0
@@ -142,10 +143,15 @@ def stage_chapter(source: Path, target: Path) -> int:
             text = "".join(cell["source"])
             cell["source"] = rewrite_readme_links(text, f"notebooks/{source.name}")
         outputs = cell.get("outputs", [])
-        kept = [output for output in outputs if WIDGET_MIME not in output.get("data", {})]
-        dropped += len(outputs) - len(kept)
-        if outputs:
-            cell["outputs"] = kept
+        widgets = [i for i, output in enumerate(outputs) if WIDGET_MIME in output.get("data", {})]
+        if widgets:
+            bars = "a progress bar" if len(widgets) == 1 else f"{len(widgets)} progress bars"
+            note = {"output_type": "display_data", "metadata": {},
+                    "data": {"text/markdown": f"*({bars} here while the cell runs in Jupyter)*"}}
+            cell["outputs"] = ([output for i, output in enumerate(outputs[:widgets[0]]) if i not in widgets]
+                               + [note] + [output for i, output in enumerate(outputs) if i > widgets[0]
+                                           and i not in widgets])
+            dropped += len(widgets)
     notebook["metadata"].pop("widgets", None)
     target.write_text(json.dumps(notebook, ensure_ascii=False, indent=1), encoding="utf-8")
     return dropped

@@ -151,6 +151,19 @@ def test_every_stored_figure_is_an_image_on_its_page(site):
     assert total >= 20, f"only {total} figures in all chapters"
 
 
+def test_progress_bars_are_a_note_where_they_ran(site):
+    """The stored tqdm widgets (a bar at 0 %, and CDN JavaScript to draw it) become one note per cell."""
+    notes = 0
+    for name in CHAPTERS:
+        cells = json.loads((ROOT / "notebooks" / f"{name}.ipynb").read_text(encoding="utf-8"))["cells"]
+        with_bars = sum(any("application/vnd.jupyter.widget-view+json" in output.get("data", {})
+                            for output in cell.get("outputs", [])) for cell in cells)
+        text = re.sub(r"\s+", " ", "".join(_parse(site / "notebooks" / f"{name}.html").text))
+        assert text.count("here while the cell runs in Jupyter)") == with_bars, name
+        notes += with_bars
+    assert notes >= 10, notes
+
+
 def test_landing_page_links_every_chapter_and_exercise_notebook(site):
     links = {urlsplit(url).path for tag, url in _parse(site / "index.html").links if tag == "a"}
     for name in CHAPTERS:
