@@ -6,15 +6,17 @@ Nothing is executed. The script
    page's course map and the "how to run" page cannot drift from the README), a copy of every `notebooks/*.ipynb`
    and every handed-out `exercises/*.ipynb` (never `solutions/`);
 2. runs Sphinx with Jupyter Book 1.x's configuration (MyST-NB, sphinx-book-theme, `execute_notebooks: off`)
-   on that tree, fresh each time, into the output folder (default `_build/site/`);
+   on that tree, fresh each time, into SRC/_build/html (MyST-NB writes the figures it extracts next to it);
 3. fails (exit status 1) on any Sphinx warning, listing them: a missing image, a broken cross-reference, a page
-   left out of the table of contents, ... are all warnings, and a site with one of them is not shipped.
+   left out of the table of contents, ... are all warnings. A site with one of them is not shipped: it stays
+   in SRC/_build/html for inspection, and only a clean build replaces the output folder (default `_build/site/`).
 
 Offline: no extension that fetches anything at build time is loaded (intersphinx, thebe and the comment widgets
-are removed from Jupyter Book's defaults). Math is rendered in the reader's browser by MathJax 3, which the
-theme loads from its CDN; without a network the formulas show as their LaTeX source.
+are removed from Jupyter Book's defaults; a build under `unshare -n`, with no network at all, is the same).
+Math is typeset in the reader's browser by MathJax 3: bundled into the site when the `sphinx-mathjax-offline`
+package is installed, otherwise loaded from its CDN (offline, the formulas then show as their LaTeX source).
 
-Usage: python book/build.py [--out DIR] [--src DIR] [--repo DIR] [--jobs N] [--quiet]
+Usage: python book/build.py [--out DIR] [--src DIR] [--repo DIR] [--quiet]
 """
 from __future__ import annotations
 
@@ -238,7 +240,7 @@ class _Tee(io.TextIOBase):
         return len(text)
 
 
-def sphinx_build(src: Path, out: Path, jobs: int, quiet: bool) -> list[str]:
+def sphinx_build(src: Path, out: Path, quiet: bool) -> list[str]:
     """Build HTML from `src` into `out` (emptied first) with Jupyter Book's configuration. Returns the warnings."""
     from jupyter_book.config import get_final_config
     from sphinx.application import Sphinx
@@ -261,7 +263,7 @@ def sphinx_build(src: Path, out: Path, jobs: int, quiet: bool) -> list[str]:
     with patch_docutils(str(src)), docutils_namespace():
         app = Sphinx(srcdir=str(src), confdir=None, outdir=str(out), doctreedir=str(src / "_build" / "doctrees"),
                      buildername="html", confoverrides=config, status=None if quiet else sys.stdout,
-                     warning=warnings, freshenv=True, parallel=jobs)
+                     warning=warnings, freshenv=True)
         app.build(force_all=True)
     if app.statuscode:
         warnings.lines.append(f"Sphinx exited with status {app.statuscode}")
@@ -280,7 +282,6 @@ def main(argv: list[str] | None = None) -> int:
                         help="where the staged source tree goes (emptied first; default: OUT-src next to OUT)")
     parser.add_argument("--repo", type=Path, default=ROOT,
                         help="the repository whose notebooks/, exercises/ and README.md are built (default: this one)")
-    parser.add_argument("--jobs", type=int, default=1, help="Sphinx processes (default 1)")
     parser.add_argument("--quiet", action="store_true", help="show only warnings and the summary")
     args = parser.parse_args(argv)
     out = args.out.resolve()
@@ -292,14 +293,19 @@ def main(argv: list[str] | None = None) -> int:
     except SiteError as exc:
         print(f"make site: {exc}", file=sys.stderr)
         return 1
-    warnings = sphinx_build(src, out, args.jobs, args.quiet)
+    partial = src / "_build" / "html"
+    warnings = sphinx_build(src, partial, args.quiet)
     seconds = time.perf_counter() - start
     if warnings:
         print(f"\nmake site: FAILED, {len(warnings)} Sphinx warning line(s); the site would have broken links, "
               f"missing images or pages outside the table of contents:", file=sys.stderr)
         for line in warnings:                    # paths in the staged tree mirror the repository's
             print(f"  {line.replace(str(src) + '/', '')}", file=sys.stderr)
+        print(f"make site: {out} left as it was; the failed build is in {partial}", file=sys.stderr)
         return 1
+    if out.exists():
+        shutil.rmtree(out)
+    shutil.move(partial, out)
     print(f"make site: built in {seconds:.1f} s (chapters: {counts['chapters']}, exercise notebooks: "
           f"{counts['exercises']}, stored progress-bar widgets left out: {counts['widgets_dropped']}): "
           f"{out / 'index.html'}")

@@ -273,6 +273,7 @@ def test_build_fails_on_a_missing_image_and_a_broken_link(tmp_path):
     assert "make site: FAILED, 2 Sphinx warning" in result.stderr, result.stderr   # the two faults, nothing else
     assert "loss_curve.png" in result.stderr, result.stderr        # each planted fault is named
     assert "02_missing_chapter" in result.stderr, result.stderr
+    assert not (tmp_path / "site").exists(), "the failed build was put where a good site goes"
 
 
 @pytest.mark.parametrize("fault, message", [
