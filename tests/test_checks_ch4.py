@@ -115,7 +115,7 @@ def test_running_update_mistakes():
 
     def replaced(rm, rv, x, momentum, convention, training=True):
         return (x.mean(0), x.var(0, ddof=1)) if training else (rm, rv)
-    _fails("ch4_running_update", replaced, "replaced by the batch mean")
+    _fails("ch4_running_update", replaced, "new_var is wrong: the running variance was replaced by the batch variance")
 
     def in_place(rm, rv, x, momentum, convention, training=True):
         new = running_update(rm, rv, x, momentum, convention, training)

@@ -143,7 +143,7 @@ class RunningUpdate(Exercise):
         Mistake("stale_reversed", _STALE + " (your update also reverses the momentum convention)",
                 lambda c: _in_eval(c, _as_update(_running_parts(c, reverse=True)["updated"]))),
         Mistake("stale_no_bessel", _STALE + " (and your running_var also misses Bessel's correction)",
-                lambda c: _in_eval(c, {"new_var": _running_parts(c, bessel=False)["updated"][1]})),
+                lambda c: _in_eval(c, _as_update(_running_parts(c, bessel=False)["updated"]))),
         _reversed_mistake("pytorch"),
         _reversed_mistake("keep_old"),
         _replaced_mistake("pytorch", "mean"),
@@ -185,7 +185,8 @@ class RunningUpdate(Exercise):
 
     def verify(self, case, result):
         new_mean, new_var = _running_parts(case)["want"]
-        self.expect_outputs(case, result, {"new_mean": new_mean, "new_var": new_var}, rtol=1e-9, atol=1e-12)
+        # the variance first: the mistakes that differ only in running_var (Bessel's factor) show there
+        self.expect_outputs(case, result, {"new_var": new_var, "new_mean": new_mean}, rtol=1e-9, atol=1e-12)
         expect(not result.get("changed"), in_place_message(result.get("changed", "")))
 
 
@@ -488,11 +489,10 @@ def _fold_args(case):
 
 
 def _fold_a(id_, message, a_of):
-    """A mistake in a = a_of(gamma, var, eps); b = beta - a * mean made with the same wrong a."""
+    """A mistake in a = a_of(gamma, var, eps) (a is checked first, so it is named there)."""
     def wrong(case):
         g, be, m, v, eps = _fold_args(case)
-        a = a_of(g, v, eps)
-        return {"a": a, "b": be - a * m}
+        return {"a": a_of(g, v, eps)}
     return Mistake(id_, message, wrong)
 
 
@@ -567,10 +567,8 @@ class FoldLinear(Exercise):
         "W is (D_out, D_in) and row k of W produces output k; a and b from fold_bn are (D_out,)",
         "W_folded is W with row k multiplied by a[k] (broadcast a as a column), and c_folded = a * c + b",
     )
+    # Scaling the columns (W * a) is named by run: it raises on the non-square cases, which run before any verify
     mistakes = (
-        Mistake("columns", "you scaled the columns of W (its inputs) instead of its rows (its outputs): W_folded = "
-                "a[:, None] * W", lambda c: {"W_folded": c["W"] * _affine(*_fold_args(c))[0][None, :]}
-                if c["W"].shape[0] == c["W"].shape[1] else None),      # not square: W * a raises, run names it
         Mistake("W_unscaled", "W was not scaled: W_folded = a[:, None] * W", lambda c: {"W_folded": c["W"]}),
         Mistake("bias_dropped", "the old bias was dropped: c_folded = a * c + b",
                 lambda c: {"c_folded": _affine(*_fold_args(c))[1]}),
@@ -582,7 +580,7 @@ class FoldLinear(Exercise):
 
     def cases(self, rng):
         out = []
-        for d_in, d_out, eps in ((4, 4, 1e-5), (5, 3, 1e-5), (2, 6, 1e-3)):   # square first: W * a is caught
+        for d_in, d_out, eps in ((4, 4, 1e-5), (5, 3, 1e-5), (2, 6, 1e-3)):   # W * a raises on the last two
             case = {"W": rng.normal(size=(d_out, d_in)), "c": rng.normal(size=d_out)}
             case.update(_bn_case(rng, d_out, eps))
             out.append(case)
