@@ -44,8 +44,13 @@ class _Page(HTMLParser):
         self.ids: set[str] = set()
         self.math = 0                            # elements MathJax typesets (class "math")
         self.text: list[str] = []
+        self.pre: list[str] = []                 # the text of every <pre> block (code cells and outputs)
+        self._in_pre = 0
 
     def handle_starttag(self, tag, attrs):
+        if tag == "pre":
+            self._in_pre += 1
+            self.pre.append("")
         attrs = dict(attrs)
         for key in ("href", "src"):
             if attrs.get(key):
@@ -59,8 +64,17 @@ class _Page(HTMLParser):
         if "math" in (attrs.get("class") or "").split():
             self.math += 1
 
+    def handle_endtag(self, tag):
+        if tag == "pre" and self._in_pre:
+            self._in_pre -= 1
+
     def handle_data(self, data):
         self.text.append(data)
+        if self._in_pre:
+            self.pre[-1] += data
+
+    def code_lines(self) -> set[str]:
+        return {_squeeze(line).strip() for block in self.pre for line in block.splitlines()}
 
 
 @functools.lru_cache(maxsize=None)
@@ -111,9 +125,29 @@ def test_no_solution_reaches_the_site(site):
     for page in _pages(site):
         text = page.read_text(encoding="utf-8")
         assert "BEGIN SOLUTION" not in text, f"{page.relative_to(site)} shows a solution region"
-    for name in EXERCISES:                       # the handed-out stub is what the page shows
-        text = "".join(_parse(site / "exercises" / f"{name}.html").text)
-        assert "raise NotImplementedError()" in text, name
+    for name in EXERCISES:
+        on_page = _parse(site / "exercises" / f"{name}.html").code_lines()
+        handed_out = _code_lines(ROOT / "exercises" / f"{name}.ipynb")
+        # control: every code line of the handed-out notebook is a line of code on its page
+        missing = [line for line in handed_out if line not in on_page]
+        assert not missing, f"{name}: code lines of the notebook not found on its page: {missing[:3]}"
+        assert "raise NotImplementedError()" in on_page, name
+        solution = _code_lines(ROOT / "solutions" / f"{name}.ipynb") - handed_out
+        assert len(solution) >= 4, f"{name}: too few solution lines to check ({len(solution)})"
+        shown = [line for line in solution if line in on_page]
+        assert not shown, f"{name}: solution code on the exercise page: {shown[:3]}"
+
+
+def _squeeze(text: str) -> str:
+    return re.sub(r"\s+", " ", text)
+
+
+def _code_lines(notebook: Path) -> set[str]:
+    """The distinctive lines of a notebook's code cells (whitespace squeezed, 20 characters or more), which
+    includes every solution line that a student could not have guessed from the handed-out notebook."""
+    cells = json.loads(notebook.read_text(encoding="utf-8"))["cells"]
+    lines = ("".join(cell["source"]).splitlines() for cell in cells if cell["cell_type"] == "code")
+    return {_squeeze(line).strip() for cell_lines in lines for line in cell_lines if len(line.strip()) >= 20}
 
 
 def test_every_internal_link_resolves(site):
