@@ -15,17 +15,15 @@ def _standardize(v, axes, eps, ddof=0, eps_outside=False):
     return (v - mu) / np.sqrt(v.var(axis=axes, ddof=ddof, keepdims=True) + eps)
 
 
-def _gn(x, groups, gamma, beta, eps, *, ddof=0, interleaved=False, eps_outside=False, affine="channel"):
+def _gn(x, groups, gamma, beta, eps, *, ddof=0, interleaved=False, eps_outside=False, affine=True):
     n, c, h, w = x.shape
     if interleaved:
         xh = _standardize(x.reshape(n, c // groups, groups, h, w), (1, 3, 4), eps, ddof, eps_outside)
     else:
         xh = _standardize(x.reshape(n, groups, c // groups, h, w), (2, 3, 4), eps, ddof, eps_outside)
     xh = xh.reshape(x.shape)
-    if affine == "none":
+    if not affine:
         return xh
-    if affine == "last":
-        return xh * gamma + beta
     return xh * gamma[None, :, None, None] + beta[None, :, None, None]
 
 
@@ -54,7 +52,7 @@ def gn_unbiased(x, groups, gamma, beta, eps):
 
 
 def gn_no_affine(x, groups, gamma, beta, eps):
-    return _gn(x, groups, gamma, beta, eps, affine="none")
+    return _gn(x, groups, gamma, beta, eps, affine=False)
 
 
 def gn_eps_outside(x, groups, gamma, beta, eps):
@@ -63,11 +61,6 @@ def gn_eps_outside(x, groups, gamma, beta, eps):
 
 def gn_default_eps(x, groups, gamma, beta, eps=1e-5):
     return _gn(x, groups, gamma, beta, 1e-5)
-
-
-def gn_gamma_last_axis(x, groups, gamma, beta, eps):
-    # right where W != C (there (C,) would not broadcast at all); along the last axis where W == C
-    return _gn(x, groups, gamma, beta, eps, affine="last" if x.shape[3] == x.shape[1] else "channel")
 
 
 # ---------------------------------------------------------------- ch6_layer_norm_backward
@@ -197,7 +190,6 @@ MISTAKES = {
     ("ch6_group_norm", "no_affine"): gn_no_affine,
     ("ch6_group_norm", "eps_outside"): gn_eps_outside,
     ("ch6_group_norm", "default_eps"): gn_default_eps,
-    ("ch6_group_norm", "gamma_last_axis"): gn_gamma_last_axis,
     ("ch6_layer_norm_backward", "swapped"): lnb_swapped,
     ("ch6_layer_norm_backward", "dbeta_over_features"): lnb_dbeta_over_features,
     ("ch6_layer_norm_backward", "dbeta_not_summed"): lnb_dbeta_not_summed,

@@ -52,7 +52,7 @@ def _image_case(rng, n, c, h, w):
     return x, gamma, beta
 
 
-# (N, C, H, W, eps); the last has W == C, so gamma broadcast along W gives a wrong *value*, not an error
+# (N, C, H, W, eps); the first has W != C, so gamma left as (C,) raises there (run names it)
 _SHAPES = ((4, 3, 5, 6, 1e-5), (2, 2, 3, 3, 0.1), (6, 4, 2, 5, 1e-3), (3, 5, 4, 5, 1e-5))
 
 
@@ -75,7 +75,8 @@ def _fwd(id_, message, out_of):
 
 
 #: the training-mode forward mistakes for (N, C, H, W) input (chapter 3's, in their per-channel wording, and the
-#: ones specific to images)
+#: ones specific to images). gamma and beta left as (C,) broadcast along W: that raises on every case with W != C,
+#: and run names it (_broadcast_hint) before any case is verified, so it is no Mistake here
 SPATIAL_FORWARD_MISTAKES = (
     _fwd("ddof1", "you normalized with the unbiased variance (ddof=1, dividing by N-1); batch norm normalizes with "
          "the biased variance that divides by N (the unbiased one is only for running_var)",
@@ -106,9 +107,6 @@ SPATIAL_FORWARD_MISTAKES = (
     _fwd("per_position", "you took the statistics over the batch axis only (axis=0), one per channel and position; "
          "for conv layers take them per channel over (N, H, W), axis=(0, 2, 3)",
          lambda x, g, b, e: g * normalize(x, e, axes=(0,)) + b),
-    Mistake("gamma_last_axis", _GAMMA_AXIS,                      # (C,) broadcasts along W: a value only when W == C
-            lambda c: {"out": c["gamma"] * normalize(c["x"], c["eps"]) + c["beta"]}
-            if c["x"].shape[3] == c["x"].shape[1] else None),
     Mistake("reshape_without_transpose", "you normalized each channel over (N, H, W) but reshaped without moving the "
             "channel axis last first (x.reshape(-1, C) mixes channels); transpose to (N, H, W, C) before reshaping",
             lambda c: {"out": _wrong_reshape(c["x"], c["gamma"], c["beta"], c["eps"])}),
@@ -219,9 +217,6 @@ SPATIAL_BACKWARD_MISTAKES = (
         axes=_OTHER),
     _dx("per_position", "your dx takes the statistics per (C, H, W) position over the batch only (axis=0); batch norm "
         "for images takes them per channel over (N, H, W)", axes=(0,)),
-    Mistake("dx_gamma_last_axis", _GAMMA_AXIS,
-            lambda c: {"dx": _backward_generic(c["dout"], c["x"], np.ones_like(c["gamma"]), c["eps"]) * c["gamma"]}
-            if c["x"].shape[3] == c["x"].shape[1] else None),
     Mistake("count_n", "your dx uses the count m = N; each channel's statistics are taken over m = N * H * W values, "
             "so the closed form needs m = N * H * W",
             lambda c: {"dx": _dx_with_count(*_bwd_args(c), c["x"].shape[0])}),
@@ -462,12 +457,10 @@ def _fold_args(case):
 
 
 def _fold_w(id_, message, scale_of):
-    """A kernel mistake: weight scaled per output channel by scale_of(gamma, var, eps) (or the whole reshaped
-    factor, when it returns a 4-D array)."""
+    """A kernel mistake: weight scaled per output channel by scale_of(gamma, var, eps)."""
     def wrong(case):
         w, _, g, _, _, v, eps = _fold_args(case)
-        scale = scale_of(g, v, eps)
-        return {"weight": w * (scale if scale.ndim == 4 else scale.reshape(-1, 1, 1, 1))}
+        return {"weight": w * scale_of(g, v, eps).reshape(-1, 1, 1, 1)}
     return Mistake(id_, message, wrong)
 
 
@@ -479,10 +472,9 @@ def _fold_b(id_, message, bias_of):
     return Mistake(id_, message, wrong)
 
 
-#: the folding mistakes (kernel, then bias)
+#: the folding mistakes (kernel, then bias); scaling along the input-channel axis raises on the cases with
+#: C_in != C_out, which run names before any case is verified
 FOLD_MISTAKES = (
-    _fold_w("input_axis", "the kernel is scaled along the input-channel axis; scale output channel k (axis 0) by a[k]: "
-            "weight * a.reshape(-1, 1, 1, 1)", lambda g, v, e: (g / np.sqrt(v + e)).reshape(1, -1, 1, 1)),
     _fold_w("var_not_std", "the kernel is scaled by gamma / (running_var + eps); use the standard deviation, "
             "gamma / sqrt(running_var + eps)", lambda g, v, e: g / (v + e)),
     _fold_w("gamma_only", "the kernel is scaled by gamma only; BN also divides by sqrt(running_var + eps)",
@@ -617,9 +609,6 @@ EVAL_BACKWARD_MISTAKES = (
              lambda d, x, g, rm, rv, e: d * (g / np.sqrt(rv)).reshape(_C)),
     _eval_dx("dx_default_eps", "your dx ignores the eps it is given and uses 1e-5 (a default argument or a constant)",
              lambda d, x, g, rm, rv, e: d * (g / np.sqrt(rv + 1e-5)).reshape(_C)),
-    Mistake("dx_gamma_last_axis", _GAMMA_AXIS,
-            lambda c: {"dx": c["dout"] * c["gamma"] / np.sqrt(c["running_var"] + c["eps"])}
-            if c["x"].shape[3] == c["x"].shape[1] else None),
 )
 
 

@@ -57,14 +57,8 @@ def _gn_affine(case, x_hat, gamma_shape=(1, -1, 1, 1)):
     return x_hat * case["gamma"].reshape(gamma_shape) + case["beta"].reshape(gamma_shape)
 
 
-def _gn_gamma_last_axis(case):
-    x, g, _, _, eps = _gn_args(case)
-    if x.shape[3] != x.shape[1]:
-        return None                            # (C,) does not even broadcast along W: NumPy raises, run names it
-    return {"out": _gn_affine(case, _grouped(x, g, eps), gamma_shape=(-1,))}
-
-
-#: the mistakes of ch6_group_norm
+#: the mistakes of ch6_group_norm (gamma and beta left as (C,) raise on the cases with W != C, which run names
+#: before any case is verified)
 GROUP_NORM_MISTAKES = (
     Mistake("layer_norm", "you took the statistics over all channels of each example (that is layer norm, G = 1); "
             "group norm takes them per group of C/G consecutive channels",
@@ -86,8 +80,6 @@ GROUP_NORM_MISTAKES = (
             lambda c: {"out": _gn_affine(c, _outside(c["x"], c["num_groups"], c["eps"]))}),
     Mistake("default_eps", "{output} ignores the eps it is given and uses 1e-5 (a default argument or a constant)",
             lambda c: {"out": _gn_affine(c, _grouped(c["x"], c["num_groups"], 1e-5))}),
-    Mistake("gamma_last_axis", "gamma and beta have shape (C,) and must broadcast along the channel axis 1: reshape "
-            "them to (1, C, 1, 1); as (C,) they broadcast along the last axis W", _gn_gamma_last_axis),
 )
 
 
