@@ -4,8 +4,10 @@ Plain Python reads every HTML page: each chapter and exercise notebook has its p
 every internal `href`/`src` (and `#anchor`) resolves to a file of the site, every figure the notebooks stored is an
 image on its page, the landing page links every chapter, the formulas are there as MathJax input, and no page loads
 anything from outside but MathJax. Then headless Chromium opens the landing page and a chapter from a loopback HTTP
-server: every image decodes (naturalWidth > 0), the sidebar lists every chapter, and screenshots go to
-`test-artifacts/site/`.
+server (every request elsewhere blocked): every image decodes (naturalWidth > 0), the sidebar lists every chapter,
+the formulas are typeset when MathJax is bundled, the search finds a chapter, and screenshots go to
+`test-artifacts/site/`. The build itself is shown to refuse a missing image, a broken link, a README that lacks a
+chapter and a solution in a handed-out notebook, on a one-chapter repository made here.
 """
 from __future__ import annotations
 
@@ -419,3 +421,13 @@ def test_chapter_in_chromium(site, server, browser_page):
     page.screenshot(path=str(artifact("chapter.png", sub="site")))
     page.locator("article img").first.scroll_into_view_if_needed()
     page.screenshot(path=str(artifact("chapter-figure.png", sub="site")))
+
+
+def test_search_works_offline_in_chromium(server, browser_page):
+    """The sidebar's search runs in the page on the site's own index: a term of chapter 4 finds chapter 4."""
+    page = browser_page
+    blocked = _open(page, f"{server}/search.html?q=Bessel")
+    assert {urlsplit(url).hostname for url in blocked} <= ALLOWED_EXTERNAL_HOSTS, blocked
+    page.wait_for_selector("#search-results ul.search li", timeout=30_000)
+    found = page.eval_on_selector_all("#search-results ul.search li a", "links => links.map(link => link.href)")
+    assert any(urlsplit(href).path.endswith("/notebooks/04_train_vs_inference.html") for href in found), found
