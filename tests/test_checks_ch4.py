@@ -559,3 +559,141 @@ def test_bias_correction_multiplied_and_default_eps_are_named():
 def test_debug_predict_accepts_a_list_of_labels_and_int32():
     check("ch4_debug_predict", lambda m, x, bs=8: [int(v) for v in predict(m, x, bs)], quiet=True)
     check("ch4_debug_predict", lambda m, x, bs=8: predict(m, x, bs).astype(np.int32), quiet=True)
+
+
+# ---------------------------------------------------------------- every message that is not a declared Mistake,
+# word for word (the declared ones: tests/mistakes_ch4.py and tests/test_mistake_registry.py)
+def test_ch4_messages_outside_the_mistake_registry_word_for_word():
+    from check_messages import assert_body
+
+    assert_body(_fails("ch4_running_update", lambda rm, rv, x, mo, c, t=True: rm),
+                "running_update must return a tuple (new_mean, new_var); it returned a numpy.ndarray of shape (3,) "
+                "and dtype float64")
+    assert_body(_fails("ch4_convert_momentum", lambda v, s, t: str(v)),
+                "convert_momentum must return a number; it returned a str")
+    assert_body(_fails("ch4_population_stats", lambda b: (np.concatenate(list(b)).mean(0),
+                                                          np.concatenate(list(b)).var(0, ddof=1))),
+                "population_stats went through the batches a second time; the data may be too large to read twice: "
+                "accumulate everything you need in a single pass")
+    assert_body(_fails("ch4_population_stats", lambda b: len(b)),
+                "your code raised TypeError: batches is an iterator without a length: count the rows as you go")
+
+    def unshifted(batches):
+        n, s, s2 = 0, 0.0, 0.0
+        for b in batches:
+            n, s, s2 = n + len(b), s + b.sum(0), s2 + (b ** 2).sum(0)
+        mean = s / n
+        return mean, (s2 - n * mean ** 2) / (n - 1)
+    assert_body(_fails("ch4_population_stats", unshifted),
+                "var loses precision when the data sits far from 0 (here about 1e+04, with a spread of about 1): it "
+                "is off by up to {num}, and the tolerance is rtol=1e-09, atol=1e-10. sum(x**2) - n * mean**2 "
+                "subtracts two numbers near n * 1e+04**2 and keeps only the digits float64 has left; subtract a fixed "
+                "shift (e.g. the first batch's mean) from the data before summing squares, or merge (count, mean, sum "
+                "of squared deviations) batch by batch")
+
+    def moments(counts, means, variances):
+        n = counts.sum()
+        mean = (counts[:, None] * means).sum(0) / n
+        ex2 = (counts[:, None] * (variances + means ** 2)).sum(0) / n
+        return mean, (ex2 - mean ** 2) * n / (n - 1)
+    assert_body(_fails("ch4_merge_stats", moments),
+                "var loses precision when the data sits far from 0 (here about 1e+04, with a spread of about 1): it "
+                "is off by up to {num}, and the tolerance is rtol=1e-09, atol=1e-10. sum_k n_k (var_k + mean_k**2) - "
+                "n * mean**2 subtracts two numbers near n * 1e+04**2 and keeps only the digits float64 has left; add "
+                "the within-chunk sums n_k * var_k and the between-chunk term n_k * (mean_k - mean)**2, which never "
+                "square the offset")
+
+    def powers(values, alpha):                      # closed form with alpha**(-t): inf after ~1000 steps at 0.5
+        t = np.arange(1, len(values) + 1)[:, None]
+        with np.errstate(all="ignore"):
+            return (1 - alpha) * alpha ** t * np.cumsum(values * alpha ** (-t), axis=0) / (1 - alpha ** t)
+    assert_body(_fails("ch4_bias_corrected_ema", powers),
+                "out overflows on a long stream (T = 1500): it holds inf or NaN from step {num} on. Powers such as "
+                "alpha**(-t) or 1 / alpha**t grow without bound; use the recursion avg = alpha * avg + (1 - alpha) * "
+                "value, whose values stay within the range of the data")
+
+    def columns(W, c, g, b, m, v, e):
+        a, bb = fold_bn(g, b, m, v, e)
+        return W * a, a * c + bb
+    assert_body(_fails("ch4_fold_linear", columns),
+                "your code raised ValueError: operands could not be broadcast together with shapes (3,5) (3,) . W has "
+                "shape (D_out, D_in) and a has shape (D_out,): to scale the rows of W (its outputs) write a[:, None] * "
+                "W; W * a would scale the columns of W")
+
+
+def test_ch4_debug_and_predict_messages_word_for_word():
+    from check_messages import assert_body
+
+    def buggy(model, x, batch_size=8):                      # the notebook's planted bug: eval() forgotten
+        with torch.no_grad():
+            return _labels(model, x, batch_size)
+    assert_body(_fails("ch4_debug_predict", buggy),
+                "BatchNorm1d refused the last batch, which holds a single row: the model is still in training mode, "
+                "where BN needs batch statistics. Call model.eval() before predicting")
+    assert_body(_fails("ch4_debug_predict", lambda m, x, bs=8: buggy(m, x, 5)),
+                "predicting changed BN's running_mean: the model was in training mode, so every batch updated the "
+                "running statistics (and was normalized with its own statistics). Call model.eval() first")
+
+    def no_restore(model, x, batch_size=8):
+        model.eval()
+        with torch.no_grad():
+            return _labels(model, x, batch_size)
+    assert_body(_fails("ch4_debug_predict", no_restore),
+                "the function must leave the model in the mode it found it in (it was in training mode, and is now in "
+                "eval mode: remember model.training and call model.train(was_training) at the end)")
+
+    def always_train(model, x, batch_size=8):
+        labels = predict(model, x, batch_size)
+        model.train()
+        return labels
+    assert_body(_fails("ch4_debug_predict", always_train),
+                "the function must leave the model in the mode it found it in (it was in eval mode, and is now in "
+                "training mode: restore model.train(was_training), do not call model.train() unconditionally)")
+
+    def with_grad(model, x, batch_size=8):
+        was_training = model.training
+        model.eval()
+        labels = torch.cat([model(x[s:s + batch_size]).argmax(1) for s in range(0, len(x), batch_size)])
+        model.train(was_training)
+        return labels.numpy()
+    assert_body(_fails("ch4_debug_predict", with_grad),
+                "the forward passes ran with autograd recording: wrap the loop in torch.no_grad(), a prediction needs "
+                "no graph")
+
+    def logits(model, x, batch_size=8):
+        with torch.no_grad():
+            was_training = model.training
+            model.eval()
+            out = model(x)
+            model.train(was_training)
+        return out
+    assert_body(_fails("ch4_debug_predict", logits),
+                "return the predicted class of each row, (N,) integers (logits.argmax(dim=1)), not the logits or "
+                "probabilities")
+
+    assert_body(_fails("ch4_predict_var_steps", 92),
+                "the predicted number of steps = 92 is outside the accepted range: about 4.6 / (1 - alpha) = 92 steps "
+                "is when the START VALUE's weight alpha**t falls below 1 %. Here the start value 1 is 25 times the "
+                "true variance 0.04, so 1 % of the true variance needs alpha**t * 0.96 below 0.01 * 0.04")
+    assert_body(_fails("ch4_predict_var_steps", 20),
+                "the predicted number of steps = 20 is outside the accepted range: about 1 / (1 - alpha) = 20 steps is "
+                "the 'memory' of the average; after that many steps the start value still holds about 37 % of the "
+                "weight")
+    assert_body(_fails("ch4_predict_var_steps", 300),
+                "the predicted number of steps = 300 is too high (accepted within ±15 of the answer); reason it "
+                "through again (hint('ch4_predict_var_steps')), then run the experiment below")
+    expected = {
+        "ABCDF": "C is not true: eval() only flips each module's training flag; recording stops under "
+                 "torch.no_grad(), a separate switch (evaluate with both)",
+        "ABDEF": "E is not true: eval() does not touch requires_grad: a loss computed in eval mode still gives gamma "
+                 "and beta (and every weight) gradients; freezing is requires_grad_(False)",
+        "BDF": "one you left out is true: in eval mode BN uses the stored running statistics, so a sample's output no "
+               "longer depends on its batch",
+        "ADF": "one you left out is true: the running statistics change only in training mode; eval-mode forward "
+               "passes leave them alone",
+        "ABF": "one you left out is true: nn.Dropout checks self.training too: in eval mode it is the identity",
+        "ABD": "one you left out is true: BatchNorm1d refuses a batch of one in training mode (no variance to "
+               "compute); in eval mode it needs no batch statistics at all",
+    }
+    for letters, why in expected.items():
+        assert_body(_fails("ch4_predict_eval", letters), f"you chose {letters}; {why}")

@@ -528,3 +528,13 @@ def test_eval_backward_remaining_mistakes():
 def test_fold_conv_default_eps_is_named():
     _fails("ch5_fold_conv", lambda w, b, g, be, m, v, eps: fold_conv(w, b, g, be, m, v, 1e-5),
            "ignores the eps it is given")
+
+
+def test_fold_conv_constant_channel_guarded_to_zero_is_rejected():
+    # "a constant channel carries no information": a = 0 where running_var == 0. On an input equal to the training
+    # constant the folded layer would even give the right output (beta); the check compares the kernel itself.
+    def guarded(weight, bias, gamma, beta, mean, var, eps):
+        a = np.where(var > 0, gamma / np.sqrt(var + eps), 0.0)
+        return weight * a[:, None, None, None], a * (bias - mean) + beta
+    msg = _fails("ch5_fold_conv", guarded)
+    assert "case 4 of 4" in msg and "folded_weight has wrong values: " in msg, msg

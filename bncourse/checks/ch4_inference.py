@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from .core import CheckFailure, Exercise, Mistake, expect, expect_array, expect_scalar, register
+from .core import CheckFailure, Exercise, Mistake, describe_value, expect, expect_array, expect_scalar, register
 from .predict import PredictChoice, PredictNumber
 from .shared import call_watching, in_place_message, to_numpy
 
@@ -53,10 +53,9 @@ KEEP_OLD = ("d2l", "cs231n", "keras")
 
 
 def _pair(result: Any, what: str, names: tuple[str, str]) -> tuple[Any, Any]:
+    """The two results of a tuple (or list) of length 2; otherwise the message names what to return."""
     if not isinstance(result, (tuple, list)) or len(result) != 2:
-        n = len(result) if isinstance(result, (tuple, list)) else None
-        got = f"a {type(result).__name__} of length {n}" if n is not None else f"a {type(result).__name__}"
-        raise CheckFailure(f"{what} must return a tuple ({names[0]}, {names[1]}); it returned {got}")
+        raise CheckFailure(f"{what} must return a tuple ({names[0]}, {names[1]}); it returned {describe_value(result)}")
     return result[0], result[1]
 
 
@@ -693,7 +692,9 @@ class MergeStats(Exercise):
         n, mean, within, between = _merge_case(case)
         want_var = (within + between) / (n - 1)
         self.expect_outputs(case, result, {"mean": mean}, rtol=1e-9, atol=1e-10)
-        _precision(result["var"], want_var, case["x"])
+        precision_loss(result["var"], want_var, float(np.max(np.abs(mean))), formula="sum_k n_k (var_k + mean_k**2) "
+                       "- n * mean**2", fix="add the within-chunk sums n_k * var_k and the between-chunk term n_k * "
+                       "(mean_k - mean)**2, which never square the offset")
         self.expect_outputs(case, result, {"var": want_var}, rtol=1e-9, atol=1e-10)
         expect(not result.get("changed"), in_place_message(result.get("changed", "")))
 
