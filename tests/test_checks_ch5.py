@@ -538,3 +538,28 @@ def test_fold_conv_constant_channel_guarded_to_zero_is_rejected():
         return weight * a[:, None, None, None], a * (bias - mean) + beta
     msg = _fails("ch5_fold_conv", guarded)
     assert "case 4 of 4" in msg and "folded_weight has wrong values: " in msg, msg
+
+
+# ---------------------------------------------------------------- messages outside the Mistake registry, word for word
+def test_ch5_messages_outside_the_mistake_registry_word_for_word():
+    from check_messages import assert_body
+    assert_body(_fails("ch5_spatial_forward", lambda x, g, b, eps: spatial_forward(x, g, b, eps)[0]),
+                "spatial_batchnorm_forward must return a tuple (out, cache); it returned a numpy.ndarray of shape "
+                "(4, 3, 5, 6) and dtype float64")
+    assert_body(_fails("ch5_spatial_backward", lambda d, x, g, eps: spatial_backward(d, x, g, eps)[:2]),
+                "spatial_batchnorm_backward must return a tuple (dx, dgamma, dbeta); it returned a tuple of length 2")
+    assert_body(_fails("ch5_eval_backward", lambda d, x, g, rm, rv, eps: None),
+                "eval_batchnorm_backward must return a tuple (dx, dgamma, dbeta); it returned None")
+    assert_body(_fails("ch5_fold_conv", lambda w, b, g, be, m, v, eps: fold_conv(w, b, g, be, m, v, eps)[0]),
+                "fold_bn_into_conv must return a tuple (folded_weight, folded_bias); it returned a numpy.ndarray of "
+                "shape (3, 3, 3, 3) and dtype float64")
+    assert_body(_fails("ch5_predict_bias", 5),
+                "the predicted largest change = 5 is outside the accepted range: BN subtracts each channel's batch "
+                "mean, and adding 5 to every value of a channel moves that mean by exactly 5 too; the variance does "
+                "not move at all")
+    assert_body(_fails("ch5_predict_bias", 2.5),
+                "the predicted largest change = 2.5 is outside the accepted range: gamma multiplies x_hat, but look "
+                "at x_hat first: (x + 5) - mean(x + 5) = x - mean(x)")
+    assert_body(_fails("ch5_predict_bias", 50),
+                "the predicted largest change = 50 is too high (accepted within ±0.01 of the answer); reason it "
+                "through again (hint('ch5_predict_bias')), then run the experiment below")

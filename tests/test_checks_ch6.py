@@ -313,3 +313,35 @@ def test_predict_batch_dependence_every_left_out_layer_is_explained():
 
 def test_debug_seq_norm_without_gamma_beta_is_named():
     check_fails("ch6_debug_seq_norm", lambda x, g, b, eps: layer_norm_seq(x, 1.0, 0.0, eps), "gamma and beta are missing")
+
+
+# ---------------------------------------------------------------- messages outside the Mistake registry, word for word
+def test_ch6_messages_outside_the_mistake_registry_word_for_word():
+    from check_messages import assert_body
+    assert_body(check_fails("ch6_layer_norm_backward", lambda d, x, g, e: [1, 2, 3]),
+                "layer_norm_backward must return a tuple (dx, dgamma, dbeta); it returned a list of length 3")
+    two = {
+        0: "outside the accepted range: with ONE sample x_hat is 0 (x equals its own mean); with two, each value sits "
+           "half the difference away from the mean, and the standard deviation is exactly that half difference",
+        0.7071: "outside the accepted range: BN normalizes with the BIASED variance (divide by 2, not by 1): with the "
+                "unbiased one you would get 1 / sqrt(2)",
+        1.414: "outside the accepted range: the biased variance of two values is ((a - b) / 2)**2, the square of the "
+               "half difference; sqrt(2) comes from dividing by the wrong count",
+        3.0: "too high (accepted within ±0.01 of the answer); reason it through again "
+             "(hint('ch6_predict_two_samples')), then run the experiment below",
+    }
+    for value, why in two.items():
+        assert_body(check_fails("ch6_predict_two_samples", value), f"the predicted |x_hat| = {value:g} is {why}")
+    letters = {
+        "ABCDE": "A is not true: in training mode BatchNorm2d takes each channel's statistics over (N, H, W): the "
+                 "other sample's values are half of them",
+        "BCD": "one you left out is true: in eval mode BN uses its running statistics, fixed numbers: the batch no "
+               "longer matters",
+        "BDE": "one you left out is true: layer norm takes its statistics per sample, over (C, H, W)",
+        "CDE": "one you left out is true: group norm takes its statistics per sample and group of channels; no other "
+               "sample enters",
+        "BCE": "one you left out is true: instance norm takes its statistics per sample and channel (and by default "
+               "keeps no running statistics, so it does the same in both modes)",
+    }
+    for chosen, why in letters.items():
+        assert_body(check_fails("ch6_predict_batch_dependence", chosen), f"you chose {chosen}; {why}")

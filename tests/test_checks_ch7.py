@@ -434,3 +434,21 @@ def test_ch7_default_eps_is_named():
                 "dx_shards[0] is wrong", "ignores the eps it is given and uses 1e-5")
     check_fails("ch7_ghost_bn", lambda x, v, g, b, e: ghost_batch_norm(x, v, g, b, 1e-5),
                 "out is wrong: out ignores the eps it is given and uses 1e-5")
+
+
+def test_ch7_messages_outside_the_mistake_registry_word_for_word():
+    from check_messages import assert_body
+    assert_body(check_fails("ch7_merge_mean_var", lambda c, m, v: merge_mean_var(c, m, v)[0]),
+                "merge_mean_var must return a tuple (mean, var); it returned a numpy.ndarray of shape (3,) and dtype "
+                "float64")
+    assert_body(check_fails("ch7_sync_stats", lambda s: sync_batch_stats(s)[:2]),
+                "sync_batch_stats must return a tuple (mean, var, unbiased_var); it returned a tuple of length 2")
+
+    def concatenated(dy, xs, g, e):
+        dxs, dgamma, dbeta = sync_bn_backward(dy, xs, g, e)
+        return np.concatenate(dxs), dgamma, dbeta
+    assert_body(check_fails("ch7_sync_backward", concatenated),
+                "dx_shards must be a list of 3 arrays, one per shard; it is a numpy.ndarray of shape (10, 3) and "
+                "dtype float64")
+    assert_body(check_fails("ch7_ghost_bn", lambda x, v, g, b, e: None),
+                "ghost_batch_norm returned None: did you forget a return statement?")

@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from .ch4_inference import precision_loss
-from .core import CheckFailure, Exercise, Mistake, expect, expect_array, register
+from .core import CheckFailure, Exercise, Mistake, describe_value, expect, expect_array, register
 from .shared import call_watching, in_place_message
 
 __all__ = ["MergeMeanVar", "SyncStats", "SyncBackward", "GhostBN"]
@@ -57,9 +57,9 @@ def _call_watching_shards(fn, args):
 
 
 def _pair(res, what, names):
+    """The results of a tuple (or list) of ``len(names)``; otherwise the message names what to return."""
     if not isinstance(res, (tuple, list)) or len(res) != len(names):
-        raise CheckFailure(f"{what} must return a tuple ({', '.join(names)}); got "
-                           f"{type(res).__name__}{'' if not isinstance(res, (tuple, list)) else f' of length {len(res)}'}")
+        raise CheckFailure(f"{what} must return a tuple ({', '.join(names)}); it returned {describe_value(res)}")
     return res
 
 
@@ -373,9 +373,8 @@ class SyncBackward(Exercise):
         dx_shards, dgamma, dbeta = res
         R = case["replicas"]
         if not isinstance(dx_shards, (list, tuple)) or len(dx_shards) != R:
-            raise CheckFailure(f"dx_shards must be a list of {R} arrays, one per shard; got "
-                               f"{type(dx_shards).__name__}" + (f" of length {len(dx_shards)}"
-                                                               if isinstance(dx_shards, (list, tuple)) else ""))
+            raise CheckFailure(f"dx_shards must be a list of {R} arrays, one per shard; it is "
+                               f"{describe_value(dx_shards)}")
         out = {f"dx{r}": dx_shards[r] for r in range(R)}
         out.update(dgamma=dgamma, dbeta=dbeta, changed=changed)
         return out
