@@ -360,13 +360,21 @@ def test_not_implemented_error_passes_through_unchanged():
         check("bn_forward", stub)
 
 
-def test_student_cannot_corrupt_the_inputs_the_checker_verifies_against():
+def test_student_cannot_corrupt_the_inputs_the_checker_verifies_against_and_in_place_changes_are_named():
+    # the right output, then the inputs zeroed: verify still sees the original inputs (so the output passes),
+    # and the shared in-place mechanism of core names the arrays that were changed, in every exercise
     def vandal(x, gamma, beta, eps=1e-5):
         out, cache = make_forward()(x, gamma, beta, eps)
         x[:] = 0.0
         gamma[:] = 0.0
         return out, cache
-    check("bn_forward", vandal, quiet=True)
+    with pytest.raises(CheckFailure) as info:
+        check("bn_forward", vandal, quiet=True)
+    assert str(info.value).endswith(
+        "x: (8, 5) float64, gamma: (5,) float64, beta: (5,) float64, eps=1e-05]: your function changed its "
+        "input(s) x, gamma in place (an in-place operator such as -= or /=, a slice assignment, or a torch method "
+        "ending in _ such as sub_, on an argument); the caller's arrays must stay as they were: compute into new "
+        "arrays")
 
 
 # ----------------------------------------------------------------------------------------------

@@ -27,18 +27,20 @@ from typing import Any
 
 import numpy as np
 
-from .core import CheckFailure, Exercise, expect, expect_array, expect_scalar, register
-from .predict import Prediction
-from .shared import changed_inputs, expect_inputs_unchanged, snapshot
+from .core import CheckFailure, Exercise, Mistake, expect, expect_array, expect_inputs_unchanged, expect_scalar, register
+from .predict import Prediction, predicted
+from .shared import to_numpy
 
 __all__ = ["Standardize", "MinMax", "ZCA", "ConditionNumber", "DemoColumnMeans", "KappaOneFeature",
            "PredictKappaCorrelated", "DebugStandardizer"]
 
 
-def _to_numpy(v: Any) -> Any:
-    if type(v).__module__.startswith("torch") and hasattr(v, "detach"):
-        return v.detach().cpu().numpy()
-    return v
+_to_numpy = to_numpy
+
+
+def _splits(fn):
+    """A mistake's wrong outputs for both splits: ``fn(X_train, X)`` for X = X_train, X_test."""
+    return lambda c: {"Z_train": fn(c["X_train"], c["X_train"]), "Z_test": fn(c["X_train"], c["X_test"])}
 
 
 def _pair(result: Any, what: str) -> tuple[Any, Any]:
@@ -128,63 +130,56 @@ class Standardize(Exercise):
     )
     references = ("bncourse.scaling:StandardScaler", "sklearn.preprocessing:StandardScaler",
                   "sklearn.preprocessing:scale")
+    mistakes = (
+        Mistake("test_own_stats", "Z_test was standardized with the TEST split's own mean and std; apply the "
+                "statistics fitted on X_train to X_test (statistics from the test split leak information and break "
+                "on small or one-class test batches)", lambda c: {"Z_test": _standardize(c["X_test"], c["X_test"])}),
+        Mistake("ddof1", "you used the sample std (ddof=1, divide by N-1); standardization uses the population std "
+                "(ddof=0), so the training features get variance exactly 1",
+                _splits(lambda Xtr, X: _standardize(Xtr, X, ddof=1))),
+        Mistake("var_not_std", "you divided by the variance instead of the standard deviation",
+                _splits(lambda Xtr, X: _standardize(Xtr, X, use_var=True))),
+        Mistake("per_example", "you took the statistics per example (axis=1) instead of per feature (axis=0)",
+                _splits(lambda Xtr, X: _standardize(X, X, axis=1))),
+        Mistake("train_and_test_stats", "{output} was standardized with the mean and std of the training and test "
+                "splits together; fit on X_train alone (statistics that see the test split leak it into training)",
+                lambda c: {k: _standardize(np.vstack([c["X_train"], c["X_test"]]), c[x])
+                           for k, x in (("Z_train", "X_train"), ("Z_test", "X_test"))}),
+        Mistake("one_pass", "you computed the variance in one pass, mean(x**2) - mean(x)**2: it cancels "
+                "catastrophically when a feature's mean is large or its spread is round-off (a constant column then "
+                "gets a std of about 1e-9 instead of 0). Subtract the mean first, then square (np.var / np.std do)",
+                _splits(lambda Xtr, X: _standardize(Xtr, X, one_pass=True))),
+        # first the `std == 0` guard: where the std is round-off, no guard at all gives the same values, and where
+        # it is exactly 0 this mistake equals the right answer and is skipped
+        Mistake("exact_zero_guard", "a constant feature came out as nonzero values instead of 0: its training std "
+                "is round-off (about 1e-17), not exactly 0, and your code divided by it. Treat a std within "
+                "round-off of 0 as 0, e.g. std <= 1e-12 * max(1, |mean|); a test `std == 0` misses it",
+                _splits(lambda Xtr, X: _standardize(Xtr, X, guard="exact"))),
+        Mistake("no_guard", "a constant feature (zero variance) gave NaN or inf: divide by 1 instead of 0 where the "
+                "training std is 0, so that the feature becomes 0",
+                _splits(lambda Xtr, X: _standardize(Xtr, X, guard=None))),
+    )
 
     def cases(self, rng):
         return _split_cases(rng)
 
     def run(self, fn, case):
-        Xtr, Xte = case["X_train"], case["X_test"]
-        before = (Xtr.copy(), Xte.copy())
-        Ztr, Zte = _pair(fn(Xtr, Xte), "standardize")
-        return {"Z_train": Ztr, "Z_test": Zte,
-                "inputs_unchanged": bool(np.array_equal(Xtr, before[0]) and np.array_equal(Xte, before[1]))}
+        Ztr, Zte = _pair(fn(case["X_train"], case["X_test"]), "standardize")
+        return {"Z_train": Ztr, "Z_test": Zte}
 
     def verify(self, case, result):
-        Xtr, Xte = case["X_train"], case["X_test"]
-        const = np.flatnonzero(_is_constant(Xtr.mean(0), Xtr.std(0)))
-        guard_msg = ("a constant feature (zero variance) gave NaN or inf: divide by 1 instead of 0 where the "
-                     "training std is 0, so that the feature becomes 0")
-        roundoff = float(Xtr.std(0)[const].max()) if len(const) else 0.0
-        roundoff_msg = ("a constant feature came out as nonzero values instead of 0: its training std is round-off "
-                        f"({roundoff:.1e}), not exactly 0, and your code divided by it. Treat a std within "
-                        "round-off of 0 as 0, e.g. std <= 1e-12 * max(1, |mean|); a test `std == 0` misses it")
-        for split, X in (("Z_train", Xtr), ("Z_test", Xte)):
-            mistakes = {
-                "you used the sample std (ddof=1, divide by N-1); standardization uses the population std (ddof=0), "
-                "so the training features get variance exactly 1": _standardize(Xtr, X, ddof=1),
-                "you divided by the variance instead of the standard deviation": _standardize(Xtr, X, use_var=True),
-                "you took the statistics per example (axis=1) instead of per feature (axis=0)":
-                    _standardize(X, X, axis=1),
-                f"{split} was standardized with the mean and std of the training and test splits together; fit on "
-                "X_train alone (statistics that see the test split leak it into training)":
-                    _standardize(np.vstack([Xtr, Xte]), X),
-                "you computed the variance in one pass, mean(x**2) - mean(x)**2: it cancels catastrophically when "
-                "a feature's mean is large or its spread is round-off (a constant column then gets a std of "
-                "about 1e-9 instead of 0). Subtract the mean first, then square (np.var / np.std do)":
-                    _standardize(Xtr, X, one_pass=True),
-            }
-            if len(const):
-                # first the `std == 0` guard: where the std is round-off, no guard at all gives the same values,
-                # and where it is exactly 0 this mistake equals the right answer and is skipped
-                mistakes[roundoff_msg] = _standardize(Xtr, X, guard="exact")
-                mistakes[guard_msg] = _standardize(Xtr, X, guard=None)
-            if split == "Z_test":
-                mistakes = {
-                    "Z_test was standardized with the TEST split's own mean and std; apply the statistics fitted on "
-                    "X_train to X_test (statistics from the test split leak information and break on small or "
-                    "one-class test batches)": _standardize(Xte, Xte),
-                    **mistakes,
-                }
+        expect_inputs_unchanged(self, result)
+        Xtr = case["X_train"]
+        for split, X in (("Z_train", Xtr), ("Z_test", case["X_test"])):
             want = _standardize(Xtr, X)
             try:
-                expect_array(split, result[split], want, rtol=1e-9, atol=1e-9, mistakes=mistakes)
+                expect_array(split, result[split], want, rtol=1e-9, atol=1e-9, mistakes=self.mistakes, case=case)
             except CheckFailure as failure:
                 if "wrong values" in str(failure) and np.abs(Xtr).min() > LARGE_OFFSET / 2:
                     precise = _precision_failure(split, result[split], want, "the standard deviation lost digits")
                     if precise is not None:
                         raise precise from None
                 raise
-        expect(result["inputs_unchanged"], "your function changed X_train or X_test in place; return new arrays")
 
 
 def _minmax(X_fit, X, guard=True):
@@ -208,45 +203,37 @@ class MinMax(Exercise):
     )
     references = ("bncourse.scaling:MinMaxScaler", "sklearn.preprocessing:MinMaxScaler",
                   "sklearn.preprocessing:minmax_scale")
+    mistakes = (
+        Mistake("test_own_range", "Z_test was scaled with the TEST split's own min and max; apply the min and max "
+                "fitted on X_train (test values may then fall outside [0, 1], and that is correct)",
+                lambda c: {"Z_test": _minmax(c["X_test"], c["X_test"])}),
+        Mistake("clipped", "Z_test was clipped to [0, 1]: test values outside the training range must stay outside "
+                "it (clipping hides a distribution shift and makes different inputs equal); do not clip",
+                lambda c: {"Z_test": np.clip(_minmax(c["X_train"], c["X_test"]), 0.0, 1.0)}),
+        Mistake("max_only", "you divided by the maximum only; min-max subtracts the minimum first: "
+                "(x - min) / (max - min)", _splits(lambda Xtr, X: X / Xtr.max(0))),
+        Mistake("max_not_range", "you divided by the maximum instead of the range (max - min) after subtracting the "
+                "minimum", _splits(lambda Xtr, X: (X - Xtr.min(0)) / Xtr.max(0))),
+        Mistake("train_and_test_range", "{output} was scaled with the min and max of the training and test splits "
+                "together; fit on X_train alone (statistics that see the test split leak it into training)",
+                lambda c: {k: _minmax(np.vstack([c["X_train"], c["X_test"]]), c[x])
+                           for k, x in (("Z_train", "X_train"), ("Z_test", "X_test"))}),
+        Mistake("no_guard", "a constant feature (max == min) gave NaN or inf: divide by 1 where the range is 0, "
+                "so that the feature becomes 0", _splits(lambda Xtr, X: _minmax(Xtr, X, guard=False))),
+    )
 
     def cases(self, rng):
         return _split_cases(rng)
 
     def run(self, fn, case):
-        Xtr, Xte = case["X_train"], case["X_test"]
-        before = (Xtr.copy(), Xte.copy())
-        Ztr, Zte = _pair(fn(Xtr, Xte), "minmax_scale")
-        return {"Z_train": Ztr, "Z_test": Zte,
-                "inputs_unchanged": bool(np.array_equal(Xtr, before[0]) and np.array_equal(Xte, before[1]))}
+        Ztr, Zte = _pair(fn(case["X_train"], case["X_test"]), "minmax_scale")
+        return {"Z_train": Ztr, "Z_test": Zte}
 
     def verify(self, case, result):
+        expect_inputs_unchanged(self, result)
         Xtr, Xte = case["X_train"], case["X_test"]
-        const = np.flatnonzero(np.ptp(Xtr, axis=0) == 0)
-        for split, X in (("Z_train", Xtr), ("Z_test", Xte)):
-            with np.errstate(all="ignore"):
-                mistakes = {
-                    "you divided by the maximum only; min-max subtracts the minimum first: "
-                    "(x - min) / (max - min)": X / Xtr.max(0),
-                    "you divided by the maximum instead of the range (max - min) after subtracting the minimum":
-                        (X - Xtr.min(0)) / Xtr.max(0),
-                    f"{split} was scaled with the min and max of the training and test splits together; fit on "
-                    "X_train alone (statistics that see the test split leak it into training)":
-                        _minmax(np.vstack([Xtr, Xte]), X),
-                }
-            if len(const):
-                mistakes["a constant feature (max == min) gave NaN or inf: divide by 1 where the range is 0, "
-                         "so that the feature becomes 0"] = _minmax(Xtr, X, guard=False)
-            if split == "Z_test":
-                mistakes = {
-                    "Z_test was scaled with the TEST split's own min and max; apply the min and max fitted on X_train "
-                    "(test values may then fall outside [0, 1], and that is correct)": _minmax(Xte, Xte),
-                    "Z_test was clipped to [0, 1]: test values outside the training range must stay outside it "
-                    "(clipping hides a distribution shift and makes different inputs equal); do not clip":
-                        np.clip(_minmax(Xtr, X), 0.0, 1.0),
-                    **mistakes,
-                }
-            expect_array(split, result[split], _minmax(Xtr, X), rtol=1e-9, atol=1e-9, mistakes=mistakes)
-        expect(result["inputs_unchanged"], "your function changed X_train or X_test in place; return new arrays")
+        self.expect_outputs(case, result, {"Z_train": _minmax(Xtr, Xtr), "Z_test": _minmax(Xtr, Xte)},
+                            rtol=1e-9, atol=1e-9)
 
 
 def _zca(X, eps, ddof=0, rotate_back=True, eps_inside=True, center=True):
@@ -272,6 +259,18 @@ class ZCA(Exercise):
     )
     references = ("bncourse.scaling:ZCAWhitening", "bncourse.scaling:PCAWhitening",
                   "sklearn.decomposition:PCA")
+    mistakes = (
+        Mistake("ddof1", "you used the sample covariance (divide by N-1); use the population covariance (divide "
+                "by N)", lambda c: {"Z": _zca(c["X"], c["eps"], ddof=1)}),
+        Mistake("eps_outside", "eps is outside the square root: use 1 / sqrt(lam + eps), not 1 / (sqrt(lam) + eps)",
+                lambda c: {"Z": _zca(c["X"], c["eps"], eps_inside=False)}),
+        Mistake("not_centred", "you forgot to subtract the mean before whitening (and before the covariance)",
+                lambda c: {"Z": _zca(c["X"], c["eps"], center=False)}),
+        Mistake("eps_ignored", "eps is ignored: add it to every eigenvalue, 1 / sqrt(lam + eps) (it is what keeps "
+                "directions of almost zero variance from being blown up)", lambda c: {"Z": _zca(c["X"], 0.0)}),
+        Mistake("pca", "this is PCA whitening (X - mu) U diag(1/sqrt(lam + eps)): multiply by U^T to rotate back, "
+                "which is what makes it ZCA", lambda c: {"Z": _zca(c["X"], c["eps"], rotate_back=False)}),
+    )
 
     def cases(self, rng):
         out = []
@@ -281,27 +280,14 @@ class ZCA(Exercise):
         return out
 
     def run(self, fn, case):
-        before = snapshot(case)
-        return {"Z": _to_numpy(fn(case["X"], case["eps"])), "inputs_changed": changed_inputs(before, case)}
+        return {"Z": _to_numpy(fn(case["X"], case["eps"]))}
 
     def verify(self, case, result):
-        expect_inputs_unchanged(result)
+        expect_inputs_unchanged(self, result)
         X, eps = case["X"], case["eps"]
-        want = _zca(X, eps)
         Z = result["Z"]
         try:
-            expect_array("Z", Z, want, rtol=1e-6, atol=1e-6, mistakes={
-                "you used the sample covariance (divide by N-1); use the population covariance (divide by N)":
-                    _zca(X, eps, ddof=1),
-                "eps is outside the square root: use 1 / sqrt(lam + eps), not 1 / (sqrt(lam) + eps)":
-                    _zca(X, eps, eps_inside=False),
-                "you forgot to subtract the mean before whitening (and before the covariance)":
-                    _zca(X, eps, center=False),
-                "eps is ignored: add it to every eigenvalue, 1 / sqrt(lam + eps) (it is what keeps directions of "
-                "almost zero variance from being blown up)": _zca(X, 0.0),
-                "this is PCA whitening (X - mu) U diag(1/sqrt(lam + eps)): multiply by U^T to rotate back, which "
-                "is what makes it ZCA": _zca(X, eps, rotate_back=False),
-            })
+            self.expect_outputs(case, result, {"Z": _zca(X, eps)}, rtol=1e-6, atol=1e-6)
         except CheckFailure as failure:
             if "wrong values" in str(failure) and _is_white_like(Z, X, eps):
                 raise CheckFailure(
@@ -320,6 +306,18 @@ def _is_white_like(Z, X, eps) -> bool:
     return bool(np.allclose(np.linalg.eigvalsh(cov), np.sort(lam / (lam + eps)), rtol=1e-5, atol=1e-6))
 
 
+def _hessian_with_intercept(X: np.ndarray) -> np.ndarray:
+    """A^T A / N with A = [X, 1]: (D + 1, D + 1)."""
+    A = np.hstack([X, np.ones((len(X), 1))])
+    return A.T @ A / len(X)
+
+
+def _kappa(H: np.ndarray) -> float:
+    """lam_max / lam_min of a symmetric matrix."""
+    lam = np.linalg.eigvalsh(H)
+    return float(lam[-1] / lam[0])
+
+
 @register
 class ConditionNumber(Exercise):
     name = "ch1_condition_number"
@@ -332,6 +330,17 @@ class ConditionNumber(Exercise):
     )
     # np.linalg.cond is allowed: building the right matrix (with its intercept column) is the exercise
     references = ("bncourse.conditioning:condition_number", "bncourse.conditioning:hessian_least_squares")
+    mistakes = (
+        Mistake("no_intercept", "you left out the intercept column: the Hessian of a model with a bias is A^T A / N "
+                "with A = [X, 1]", lambda c: {"kappa": _kappa(c["X"].T @ c["X"] / len(c["X"]))}),
+        Mistake("singular_values", "that is the ratio of singular values of A, the square root of the condition "
+                "number of A^T A", lambda c: {"kappa": np.sqrt(_kappa(_hessian_with_intercept(c["X"])))}),
+        Mistake("centred_covariance", "you used the covariance of the centred features, which ignores the "
+                "intercept's coupling to uncentred features",
+                lambda c: {"kappa": _kappa(np.cov(c["X"].T, bias=True).reshape(c["X"].shape[1], -1))}),
+        Mistake("inverted", "that is lam_min / lam_max; the condition number is lam_max / lam_min",
+                lambda c: {"kappa": 1.0 / _kappa(_hessian_with_intercept(c["X"]))}),
+    )
 
     def cases(self, rng):
         out = []
@@ -341,30 +350,15 @@ class ConditionNumber(Exercise):
         return out
 
     def run(self, fn, case):
-        before = snapshot(case)
-        return {"kappa": _to_numpy(fn(case["X"])), "inputs_changed": changed_inputs(before, case)}
+        return {"kappa": _to_numpy(fn(case["X"]))}
 
     def verify(self, case, result):
-        expect_inputs_unchanged(result)
-        X = case["X"]
-        A = np.hstack([X, np.ones((len(X), 1))])
-        lam = np.linalg.eigvalsh(A.T @ A / len(X))
-        want = lam[-1] / lam[0]
-        lam_noint = np.linalg.eigvalsh(X.T @ X / len(X))
-        Xc = X - X.mean(0)
-        lam_cov = np.linalg.eigvalsh(Xc.T @ Xc / len(X))
+        expect_inputs_unchanged(self, result)
         got = result["kappa"]
         if isinstance(got, np.ndarray) and got.shape == ():
             got = float(got)
-        expect_scalar("kappa", got, want, rtol=1e-6, mistakes={
-            "you left out the intercept column: the Hessian of a model with a bias is A^T A / N with A = [X, 1]":
-                lam_noint[-1] / lam_noint[0],
-            "that is the ratio of singular values of A, the square root of the condition number of A^T A":
-                np.sqrt(want),
-            "you used the covariance of the centred features, which ignores the intercept's coupling to "
-            "uncentred features": lam_cov[-1] / lam_cov[0],
-            "that is lam_min / lam_max; the condition number is lam_max / lam_min": 1.0 / want,
-        })
+        expect_scalar("kappa", got, _kappa(_hessian_with_intercept(case["X"])), rtol=1e-6, mistakes=self.mistakes,
+                      case=case)
 
 
 @register
@@ -377,6 +371,12 @@ class DemoColumnMeans(Exercise):
         "X is (N, D); the answer has shape (D,).",
     )
     references = ()
+    mistakes = (
+        Mistake("per_row", "you averaged each row (axis=1: one mean per example); average each column (axis=0: one "
+                "per feature)", lambda c: {"means": c["X"].mean(axis=1)}),
+        Mistake("all_entries", "you averaged all entries into one number; return one mean per feature (axis=0)",
+                lambda c: {"means": c["X"].mean()}),
+    )
 
     def cases(self, rng):
         return [{"X": rng.normal(rng.normal(size=d) * 5, 1.0, size=(n, d))} for n, d in ((6, 3), (10, 4))]
@@ -385,12 +385,7 @@ class DemoColumnMeans(Exercise):
         return {"means": _to_numpy(fn(case["X"]))}
 
     def verify(self, case, result):
-        X = case["X"]
-        expect_array("means", result["means"], X.mean(axis=0), rtol=1e-12, atol=1e-12, mistakes={
-            "you averaged each row (axis=1: one mean per example); average each column (axis=0: one per feature)":
-                X.mean(axis=1),
-            "you averaged all entries into one number; return one mean per feature (axis=0)": X.mean(),
-        })
+        self.expect_outputs(case, result, {"means": case["X"].mean(axis=0)}, rtol=1e-12, atol=1e-12)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -427,6 +422,18 @@ class KappaOneFeature(Exercise):
         "det = s^2. For large |m| the smaller root T/2 - sqrt(...) subtracts two nearly equal numbers and "
         "loses its digits; since lam_min * lam_max = det, compute lam_min = det / lam_max instead.",
     )
+    mistakes = (
+        Mistake("singular_values", "that is the ratio of singular values of A = [x, 1]; the condition number of the "
+                "Hessian A^T A / N is its square", lambda c: {"kappa": np.sqrt(kappa_one_feature_reference(c["m"], c["s"]))}),
+        Mistake("inverted", "that is lam_min / lam_max; the condition number is lam_max / lam_min",
+                lambda c: {"kappa": 1.0 / kappa_one_feature_reference(c["m"], c["s"])}),
+        Mistake("s_is_variance", "you used s as the variance; s is the standard deviation, so mean(x^2) = m^2 + s^2",
+                lambda c: {"kappa": kappa_one_feature_reference(c["m"], c["s"], s_is_var=True)}),
+        Mistake("variance_alone", "the top-left entry of the Hessian is mean(x^2) = m^2 + s^2, not the variance s^2 "
+                "alone", lambda c: {"kappa": kappa_one_feature_reference(c["m"], c["s"], drop_mean_sq=True)}),
+        Mistake("no_intercept", "with no intercept the Hessian is the 1 x 1 matrix mean(x^2) and kappa = 1; the "
+                "exercise has an intercept, so the Hessian is 2 x 2", lambda c: {"kappa": 1.0}),
+    )
 
     def cases(self, rng):
         fixed = [(0.0, 1.0), (0.5, 3.0), (2.0, 1.0), (-5.0, 0.5), (1e3, 0.5), (-1e4, 2.0)]
@@ -443,19 +450,8 @@ class KappaOneFeature(Exercise):
         m, s = case["m"], case["s"]
         want = kappa_one_feature_reference(m, s)
         got = result["kappa"]
-        mistakes = {
-            "that is the ratio of singular values of A = [x, 1]; the condition number of the Hessian A^T A / N "
-            "is its square": np.sqrt(want),
-            "that is lam_min / lam_max; the condition number is lam_max / lam_min": 1.0 / want,
-            "you used s as the variance; s is the standard deviation, so mean(x^2) = m^2 + s^2":
-                kappa_one_feature_reference(m, s, s_is_var=True),
-            "the top-left entry of the Hessian is mean(x^2) = m^2 + s^2, not the variance s^2 alone":
-                kappa_one_feature_reference(m, s, drop_mean_sq=True),
-            "with no intercept the Hessian is the 1 x 1 matrix mean(x^2) and kappa = 1; the exercise has an "
-            "intercept, so the Hessian is 2 x 2": 1.0,
-        }
         try:
-            expect_scalar("kappa", got, want, rtol=1e-8, atol=0.0, mistakes=mistakes)
+            expect_scalar("kappa", got, want, rtol=1e-8, atol=0.0, mistakes=self.mistakes, case=case)
         except CheckFailure:
             if (abs(m) >= 100 and isinstance(got, (int, float, np.floating)) and not isinstance(got, bool)
                     and np.isfinite(float(got)) and abs(float(got) / want - 1) < 0.9):
@@ -478,14 +474,16 @@ class PredictKappaCorrelated(Prediction):
     quantity = "kappa of A^T A / N for two standardized features with correlation 0.9"
     truth = 19.0
     rtol = 0.05
-    wrong = (
-        (1.0, "standardization makes every feature's mean 0 and variance 1, but it does not touch the correlation "
-              "between features; the Hessian keeps the off-diagonal 0.9"),
-        (1.9, "1.9 is the largest eigenvalue; kappa divides it by the smallest"),
-        (np.sqrt(19.0), "that is the ratio of singular values of A; the Hessian A^T A / N squares them"),
-        (9.0, "close, but the eigenvalues of [[1, r], [r, 1]] are 1 + r and 1 - r, so kappa = (1 + r) / (1 - r)"),
-        (10.0, "the smallest eigenvalue is 1 - 0.9 = 0.1, but the largest is not 1: the correlated pair gives "
-               "1 + 0.9"),
+    mistakes = (
+        predicted("identity", 1.0, "standardization makes every feature's mean 0 and variance 1, but it does not "
+                  "touch the correlation between features; the Hessian keeps the off-diagonal 0.9"),
+        predicted("largest_eigenvalue", 1.9, "1.9 is the largest eigenvalue; kappa divides it by the smallest"),
+        predicted("singular_values", np.sqrt(19.0), "that is the ratio of singular values of A; the Hessian A^T A / "
+                  "N squares them"),
+        predicted("r_over_1_minus_r", 9.0, "close, but the eigenvalues of [[1, r], [r, 1]] are 1 + r and 1 - r, so "
+                  "kappa = (1 + r) / (1 - r)"),
+        predicted("largest_one", 10.0, "the smallest eigenvalue is 1 - 0.9 = 0.1, but the largest is not 1: the "
+                  "correlated pair gives 1 + 0.9"),
     )
     hints = (
         "After standardization the features are centred, so the intercept's row and column of A^T A / N "
@@ -511,6 +509,12 @@ class DebugStandardizer(Exercise):
         "caller's X. In-place operators (-=, /=) modify the array they are applied to.",
         "Compute the result into a new array, e.g. with an out-of-place expression (X - mean) / scale; keep "
         "fit as it is.",
+    )
+    mistakes = (
+        Mistake("fit_ddof1", "you changed fit: it must use the population std (ddof=0), as it did",
+                lambda c: {"Z_train": _standardize(c["X_train"], c["X_train"], ddof=1)}),
+        Mistake("test_own_stats", "transform standardized X_test with its own statistics; it must use the ones fit "
+                "stored", lambda c: {"Z_test": _standardize(c["X_test"], c["X_test"])}),
     )
 
     def cases(self, rng):
@@ -538,13 +542,9 @@ class DebugStandardizer(Exercise):
         expect(result["train_unchanged"], in_place.format("train"))
         expect(result["fit_returns_self"], "fit must return self (so that Standardizer().fit(X).transform(X) works); "
                                            "keep its `return self`")
-        mistakes = {
-            "you changed fit: it must use the population std (ddof=0), as it did": _standardize(Xtr, Xtr, ddof=1),
-        }
         expect_array("transform(X_train)", result["Z_train"], _standardize(Xtr, Xtr), rtol=1e-9, atol=1e-9,
-                     mistakes=mistakes)
+                     mistakes=self.mistakes, case=case, output="Z_train")
         expect_array("transform(X_test)", result["Z_test"], _standardize(Xtr, Xte), rtol=1e-9, atol=1e-9,
-                     mistakes={"transform standardized X_test with its own statistics; it must use the ones fit "
-                               "stored": _standardize(Xte, Xte)})
+                     mistakes=self.mistakes, case=case, output="Z_test")
         expect_array("a second transform(X_train)", result["Z_train_again"], _standardize(Xtr, Xtr), rtol=1e-9,
                      atol=1e-9)

@@ -26,18 +26,9 @@ from typing import Any
 
 import numpy as np
 
-from .core import CheckFailure, Exercise, expect, expect_array, expect_scalar, register
-from .predict import Prediction
-
-try:   # the framework's fraction comparison (absolute tolerance at the fraction's resolution)
-    from .core import expect_fraction
-except ImportError:  # pragma: no cover - an older core without it: the same rule, written here
-    def expect_fraction(name, got, want, count, *, mistakes=None):
-        want = np.asarray(want, dtype=np.float64)
-        atol = np.maximum(0.25 / np.maximum(np.asarray(count, dtype=np.float64), 1.0), 1e-6)
-        if type(got) is np.ndarray and got.dtype.kind == "f":
-            got = got.astype(np.float64)
-        expect_array(name, got, want, rtol=0.0, atol=float(np.min(atol)), mistakes=mistakes)
+from .core import (CheckFailure, Exercise, Mistake, diagnose, expect, expect_array, expect_fraction,
+                   expect_inputs_unchanged, expect_scalar, register)
+from .predict import Prediction, predicted
 
 __all__ = ["InitStd", "LayerSaturation", "GradNorms", "KaimingStd", "PredictReluXavier", "DebugInit"]
 
@@ -46,6 +37,11 @@ def _to_numpy(v: Any) -> Any:
     if type(v).__module__.startswith("torch") and hasattr(v, "detach"):
         return v.detach().cpu().numpy()
     return v
+
+
+def _for_scheme(scheme: str, fn):
+    """A mistake of one init scheme: ``fn(fan_in, fan_out)`` is the std it gives; None for the other scheme."""
+    return lambda c: {"std": fn(c["fan_in"], c["fan_out"])} if c["scheme"] == scheme else None
 
 
 @register
@@ -61,6 +57,30 @@ class InitStd(Exercise):
     )
     # not calculate_gain: nn.Linear calls it (through kaiming_uniform_) when it is built
     references = ("torch.nn.init:xavier_normal_", "torch.nn.init:kaiming_normal_")
+    mistakes = (
+        Mistake("xavier_variance", "you returned the variance 2 / (fan_in + fan_out); the standard deviation is its "
+                "square root", _for_scheme("xavier", lambda fi, fo: 2.0 / (fi + fo))),
+        Mistake("xavier_uniform_bound", "that is the bound of Xavier's UNIFORM init, sqrt(6 / (fan_in + fan_out)); "
+                "the normal init's std is sqrt(2 / (fan_in + fan_out))",
+                _for_scheme("xavier", lambda fi, fo: np.sqrt(6.0 / (fi + fo)))),
+        Mistake("xavier_lecun", "you used only fan_in (LeCun's 1 / fan_in); Xavier averages fan_in and fan_out: "
+                "sqrt(2 / (fan_in + fan_out))", _for_scheme("xavier", lambda fi, fo: np.sqrt(1.0 / fi))),
+        Mistake("xavier_no_factor_2", "the factor 2 is missing: Xavier's variance is 2 / (fan_in + fan_out)",
+                _for_scheme("xavier", lambda fi, fo: np.sqrt(1.0 / (fi + fo)))),
+        Mistake("xavier_is_kaiming", "that is Kaiming's std sqrt(2 / fan_in); Xavier is sqrt(2 / (fan_in + fan_out))",
+                _for_scheme("xavier", lambda fi, fo: np.sqrt(2.0 / fi))),
+        Mistake("kaiming_fan_out", "you used fan_out instead of fan_in: Kaiming's forward-pass std is sqrt(2 / "
+                "fan_in) (fan_in = number of inputs of a unit = weight.shape[1] of an nn.Linear)",
+                _for_scheme("kaiming", lambda fi, fo: np.sqrt(2.0 / fo))),
+        Mistake("kaiming_lecun", "the factor 2 is missing (that is LeCun's init): ReLU zeroes half its inputs, so He "
+                "doubles the variance: sqrt(2 / fan_in)", _for_scheme("kaiming", lambda fi, fo: np.sqrt(1.0 / fi))),
+        Mistake("kaiming_variance", "you returned the variance 2 / fan_in; the standard deviation is its square root",
+                _for_scheme("kaiming", lambda fi, fo: 2.0 / fi)),
+        Mistake("kaiming_uniform_bound", "that is the bound of Kaiming's UNIFORM init, sqrt(6 / fan_in); the normal "
+                "init's std is sqrt(2 / fan_in)", _for_scheme("kaiming", lambda fi, fo: np.sqrt(6.0 / fi))),
+        Mistake("kaiming_is_xavier", "that is Xavier's std; Kaiming (for ReLU) is sqrt(2 / fan_in)",
+                _for_scheme("kaiming", lambda fi, fo: np.sqrt(2.0 / (fi + fo)))),
+    )
 
     def cases(self, rng):
         out = []
@@ -78,33 +98,10 @@ class InitStd(Exercise):
         return {"std": v}
 
     def verify(self, case, result):
-        fi, fo, scheme = case["fan_in"], case["fan_out"], case["scheme"]
-        if scheme == "xavier":
-            want = np.sqrt(2.0 / (fi + fo))
-            mistakes = {
-                "you returned the variance 2 / (fan_in + fan_out); the standard deviation is its square root":
-                    2.0 / (fi + fo),
-                "that is the bound of Xavier's UNIFORM init, sqrt(6 / (fan_in + fan_out)); the normal init's std is "
-                "sqrt(2 / (fan_in + fan_out))": np.sqrt(6.0 / (fi + fo)),
-                "you used only fan_in (LeCun's 1 / fan_in); Xavier averages fan_in and fan_out: "
-                "sqrt(2 / (fan_in + fan_out))": np.sqrt(1.0 / fi),
-                "the factor 2 is missing: Xavier's variance is 2 / (fan_in + fan_out)": np.sqrt(1.0 / (fi + fo)),
-                "that is Kaiming's std sqrt(2 / fan_in); Xavier is sqrt(2 / (fan_in + fan_out))": np.sqrt(2.0 / fi),
-            }
-        else:
-            want = np.sqrt(2.0 / fi)
-            mistakes = {
-                "you used fan_out instead of fan_in: Kaiming's forward-pass std is sqrt(2 / fan_in) (fan_in = number "
-                "of inputs of a unit = weight.shape[1] of an nn.Linear)": np.sqrt(2.0 / fo),
-                "the factor 2 is missing (that is LeCun's init): ReLU zeroes half its inputs, so He doubles the "
-                "variance: sqrt(2 / fan_in)": np.sqrt(1.0 / fi),
-                "you returned the variance 2 / fan_in; the standard deviation is its square root": 2.0 / fi,
-                "that is the bound of Kaiming's UNIFORM init, sqrt(6 / fan_in); the normal init's std is "
-                "sqrt(2 / fan_in)": np.sqrt(6.0 / fi),
-                "that is Xavier's std; Kaiming (for ReLU) is sqrt(2 / fan_in)": np.sqrt(2.0 / (fi + fo)),
-            }
+        fi, fo = case["fan_in"], case["fan_out"]
+        want = np.sqrt(2.0 / (fi + fo)) if case["scheme"] == "xavier" else np.sqrt(2.0 / fi)
         # rtol 1e-6: a float32 computation (torch.tensor(2 / fan_in).sqrt()) is a right answer
-        expect_scalar("std", result["std"], want, rtol=1e-6, mistakes=mistakes)
+        expect_scalar("std", result["std"], want, rtol=1e-6, mistakes=self.mistakes, case=case)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -182,6 +179,14 @@ def _saturation(a, kind, threshold, normalize=True):
     return float(np.mean(d < threshold))
 
 
+def _saturations(case, of: str = "a", normalize: bool = True) -> np.ndarray:
+    """The fraction of saturated units of each hidden layer, measured on its activations a (or, a mistake, on
+    its pre-activations z, or without dividing sigmoid's derivative by its maximum)."""
+    zs, acts = _forward_numpy(case)
+    return np.array([_saturation(v, case["kind"], case["threshold"], normalize=normalize)
+                     for v in (acts if of == "a" else zs)])
+
+
 _HOOKS_MSG = ("your function left hooks registered on the model; keep the handles that register_forward_hook / "
               "register_full_backward_hook return and call handle.remove() before returning (or use try/finally)")
 
@@ -199,6 +204,18 @@ class LayerSaturation(Exercise):
         "fraction is the mean of (ratio < threshold).",
     )
     references = ("bncourse.hooks:HookRecorder", "bncourse.hooks:saturation_fraction", "bncourse.hooks:layer_stats")
+    mistakes = (
+        Mistake("percentages", "these are percentages; return fractions between 0 and 1",
+                lambda c: {"saturated": 100 * _saturations(c)}),
+        Mistake("pre_activations", "you measured the pre-activations z; the statistic is about the activation's "
+                "output a = f(z), whose local derivative is computed from a (sigmoid: a(1-a), tanh: 1-a^2)",
+                lambda c: {"saturated": _saturations(c, of="z")}),
+        Mistake("sigmoid_unnormalized", "compare the derivative with threshold * its maximum: sigmoid's derivative "
+                "a(1-a) peaks at 0.25, so divide by 0.25 first",
+                lambda c: {"saturated": _saturations(c, normalize=False)} if c["kind"] == "sigmoid" else None),
+        Mistake("reversed", "the fractions are in reverse order: return one per activation module in forward order "
+                "(the first hidden layer first)", lambda c: {"saturated": _saturations(c)[::-1]}),
+    )
 
     def cases(self, rng):
         out = []
@@ -217,24 +234,11 @@ class LayerSaturation(Exercise):
         return {"saturated": _to_numpy(res), "hooks_left": _hooks_left(model)}
 
     def verify(self, case, result):
-        kind, thr = case["kind"], case["threshold"]
-        zs, acts = _forward_numpy(case)
-        want = np.array([_saturation(a, kind, thr) for a in acts])
-        got = _as_array(result["saturated"])
+        _, acts = _forward_numpy(case)
         counts = np.array([a.size for a in acts], dtype=float)        # N * width of each layer
-        mistakes = {
-            "these are percentages; return fractions between 0 and 1": 100 * want,
-            "you measured the pre-activations z; the statistic is about the activation's output a = f(z), "
-            "whose local derivative is computed from a (sigmoid: a(1-a), tanh: 1-a^2)":
-                np.array([_saturation(z, kind, thr) for z in zs]),
-        }
-        if kind == "sigmoid":
-            mistakes["compare the derivative with threshold * its maximum: sigmoid's derivative a(1-a) peaks at 0.25, "
-                     "so divide by 0.25 first"] = np.array([_saturation(a, kind, thr, normalize=False) for a in acts])
-        mistakes["the fractions are in reverse order: return one per activation module in forward order (the "
-                 "first hidden layer first)"] = want[::-1]
         # a fraction is known to its resolution 1 / count, in float32 or float64 alike
-        expect_fraction("saturated", got, want, counts, mistakes=mistakes)
+        expect_fraction("saturated", _as_array(result["saturated"]), _saturations(case), counts,
+                        mistakes=self.mistakes, case=case)
         expect(result["hooks_left"] == 0, _HOOKS_MSG)
 
 
@@ -251,6 +255,20 @@ class GradNorms(Exercise):
         "(the mean over the batch).",
     )
     references = ("bncourse.hooks:HookRecorder", "bncourse.hooks:layer_stats", "bncourse.hooks:weight_grad_norms")
+    mistakes = (
+        Mistake("backward_order", "the norms are in backward order (last layer first): backward hooks fire from the "
+                "output towards the input, so reverse what they recorded (or store by layer index)",
+                lambda c: {"norms": _grad_norms(c)["z"][::-1]}),
+        Mistake("grad_output", "these are the gradients at the activation's OUTPUT a (grad_output); the exercise "
+                "asks for dloss/dz at its INPUT (grad_input[0] of a full backward hook)",
+                lambda c: {"norms": _grad_norms(c)["a"]}),
+        Mistake("squared", "you returned squared norms; take the square root (torch.linalg.norm or .norm())",
+                lambda c: {"norms": _grad_norms(c)["z"] ** 2}),
+        Mistake("weight_grads", "these are the norms of the Linear layers' weight gradients, not of dloss/dz",
+                lambda c: {"norms": _grad_norms(c)["W"]}),
+        Mistake("summed_loss", "the loss was summed over the batch; use the mean cross-entropy (F.cross_entropy's "
+                "default)", lambda c: {"norms": len(c["y"]) * _grad_norms(c)["z"]}),
+    )
 
     def cases(self, rng):
         out = []
@@ -266,42 +284,37 @@ class GradNorms(Exercise):
         return {"norms": _to_numpy(res), "hooks_left": _hooks_left(model)}
 
     def verify(self, case, result):
-        import torch
-
-        # independent reference: the same network written out by hand, gradients kept with retain_grad
-        kind = case["kind"]
-        f = {"sigmoid": torch.sigmoid, "tanh": torch.tanh, "relu": torch.relu}[kind]
-        L = _n_layers(case)
-        h = torch.from_numpy(case["x"])
-        zs, acts, lin_w = [], [], []
-        for i in range(L):
-            W = torch.from_numpy(case[f"W{i}"]).requires_grad_(True)
-            lin_w.append(W)
-            z = h @ W.T + torch.from_numpy(case[f"b{i}"])
-            if i < L - 1:
-                z.retain_grad()
-                h = f(z)
-                h.retain_grad()
-                zs.append(z)
-                acts.append(h)
-            else:
-                logits = z
-        y = torch.from_numpy(case["y"])
-        loss = torch.nn.functional.cross_entropy(logits, y)
-        loss.backward()
-        want = np.array([float(z.grad.norm()) for z in zs])
-        n = len(case["y"])
-        expect_array("norms", _as_array(result["norms"]), want, rtol=1e-7, atol=1e-14, mistakes={
-            "the norms are in backward order (last layer first): backward hooks fire from the output towards the "
-            "input, so reverse what they recorded (or store by layer index)": want[::-1],
-            "these are the gradients at the activation's OUTPUT a (grad_output); the exercise asks for dloss/dz at "
-            "its INPUT (grad_input[0] of a full backward hook)": np.array([float(a.grad.norm()) for a in acts]),
-            "you returned squared norms; take the square root (torch.linalg.norm or .norm())": want ** 2,
-            "these are the norms of the Linear layers' weight gradients, not of dloss/dz":
-                np.array([float(W.grad.norm()) for W in lin_w[:-1]]),
-            "the loss was summed over the batch; use the mean cross-entropy (F.cross_entropy's default)": n * want,
-        })
+        expect_array("norms", _as_array(result["norms"]), _grad_norms(case)["z"], rtol=1e-7, atol=1e-14,
+                     mistakes=self.mistakes, case=case)
         expect(result["hooks_left"] == 0, _HOOKS_MSG)
+
+
+def _grad_norms(case) -> dict[str, np.ndarray]:
+    """Independent reference: the network written out by hand, gradients kept with retain_grad. The norms of
+    dloss/dz at each activation's input ("z"), of dloss/da at its output ("a"), and of the weight gradients of
+    the Linear layers before each activation ("W")."""
+    import torch
+
+    f = {"sigmoid": torch.sigmoid, "tanh": torch.tanh, "relu": torch.relu}[case["kind"]]
+    L = _n_layers(case)
+    h = torch.from_numpy(case["x"])
+    zs, acts, lin_w = [], [], []
+    for i in range(L):
+        W = torch.from_numpy(case[f"W{i}"]).requires_grad_(True)
+        lin_w.append(W)
+        z = h @ W.T + torch.from_numpy(case[f"b{i}"])
+        if i < L - 1:
+            z.retain_grad()
+            h = f(z)
+            h.retain_grad()
+            zs.append(z)
+            acts.append(h)
+        else:
+            logits = z
+    loss = torch.nn.functional.cross_entropy(logits, torch.from_numpy(case["y"]))
+    loss.backward()
+    return {"z": np.array([float(z.grad.norm()) for z in zs]), "a": np.array([float(a.grad.norm()) for a in acts]),
+            "W": np.array([float(W.grad.norm()) for W in lin_w[:-1]])}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -312,6 +325,26 @@ class KaimingStd(Exercise):
     name = "ch2_kaiming_std"
     title = "Kaiming std for a leaky ReLU with slope a, preserving the forward (fan_in) or backward (fan_out) pass"
     references = ("torch.nn.init:kaiming_normal_", "torch.nn.init:kaiming_uniform_", "torch.nn.init:calculate_gain")
+    mistakes = (
+        Mistake("fan_out_for_forward", "you used the other fan: mode='fan_in' preserves the forward pass, whose sum "
+                "runs over fan_in", lambda c: {"std": _kaiming(c, fan="fan_out")} if c["mode"] == "fan_in" else None),
+        Mistake("fan_in_for_backward", "you used the other fan: mode='fan_out' preserves the backward pass, whose sum "
+                "runs over fan_out", lambda c: {"std": _kaiming(c, fan="fan_in")} if c["mode"] == "fan_out" else None),
+        Mistake("slope_ignored", "the slope is ignored: the negative part keeps a^2 of its second moment, so the gain "
+                "is 2 / (1 + a^2), not 2", lambda c: {"std": _kaiming(c, factor=lambda a: 1.0)}),
+        Mistake("slope_not_squared", "the slope enters squared: E[f(z)^2] = (1 + a^2) / 2 * Var(z), so use 1 + a^2, "
+                "not 1 + a", lambda c: {"std": _kaiming(c, factor=lambda a: 1 + a)}),
+        Mistake("one_minus_a_squared", "(1 - a)^2 is not the factor: the two halves of a symmetric z ADD their second "
+                "moments, (1 + a^2) / 2",
+                lambda c: {"std": _kaiming(c, factor=lambda a: (1 - a) ** 2)} if c["negative_slope"] != 1 else None),
+        Mistake("no_factor_2", "the factor 2 is missing: half of a symmetric input is negative, so E[f(z)^2] = (1 + "
+                "a^2) / 2 * Var(z) and the variance of the weights is 2 / ((1 + a^2) fan)",
+                lambda c: {"std": _kaiming(c) / np.sqrt(2.0)}),
+        Mistake("variance", "you returned the variance 2 / ((1 + a^2) fan); the standard deviation is its square root",
+                lambda c: {"std": _kaiming(c) ** 2}),
+        Mistake("gain_inverted", "(1 + a^2) belongs in the denominator: the negative slope ADDS to the second moment, "
+                "so the weights must be smaller, not larger", lambda c: {"std": _kaiming(c, factor=lambda a: 1 / (1 + a * a))}),
+    )
     hints = (
         "Repeat He's argument with a leaky ReLU f(z) = z for z > 0 and a z for z < 0: for a symmetric z, what "
         "fraction of E[z^2] survives in E[f(z)^2]?",
@@ -337,26 +370,13 @@ class KaimingStd(Exercise):
         return {"std": v}
 
     def verify(self, case, result):
-        fi, fo, a, mode = case["fan_in"], case["fan_out"], case["negative_slope"], case["mode"]
-        fan, other = (fi, fo) if mode == "fan_in" else (fo, fi)
-        want = np.sqrt(2.0 / ((1 + a * a) * fan))
-        expect_scalar("std", result["std"], want, rtol=1e-6, mistakes={
-            f"you used the other fan: mode={mode!r} preserves the "
-            f"{'forward pass, whose sum runs over fan_in' if mode == 'fan_in' else 'backward pass, whose sum runs over fan_out'}":
-                np.sqrt(2.0 / ((1 + a * a) * other)),
-            "the slope is ignored: the negative part keeps a^2 of its second moment, so the gain is "
-            "2 / (1 + a^2), not 2": np.sqrt(2.0 / fan),
-            "the slope enters squared: E[f(z)^2] = (1 + a^2) / 2 * Var(z), so use 1 + a^2, not 1 + a":
-                np.sqrt(2.0 / ((1 + a) * fan)),
-            "(1 - a)^2 is not the factor: the two halves of a symmetric z ADD their second moments, "
-            "(1 + a^2) / 2": np.sqrt(2.0 / ((1 - a) ** 2 * fan)) if a != 1 else np.nan,
-            "the factor 2 is missing: half of a symmetric input is negative, so E[f(z)^2] = (1 + a^2) / 2 * Var(z) "
-            "and the variance of the weights is 2 / ((1 + a^2) fan)": np.sqrt(1.0 / ((1 + a * a) * fan)),
-            "you returned the variance 2 / ((1 + a^2) fan); the standard deviation is its square root":
-                2.0 / ((1 + a * a) * fan),
-            "(1 + a^2) belongs in the denominator: the negative slope ADDS to the second moment, so the weights "
-            "must be smaller, not larger": np.sqrt(2.0 * (1 + a * a) / fan),
-        })
+        expect_scalar("std", result["std"], _kaiming(case), rtol=1e-6, mistakes=self.mistakes, case=case)
+
+
+def _kaiming(case, *, fan: str | None = None, factor=lambda a: 1 + a * a) -> float:
+    """sqrt(2 / (factor(a) * fan)), the fan of the case's mode unless ``fan`` names the other one."""
+    n = case[fan or case["mode"]]
+    return float(np.sqrt(2.0 / (factor(case["negative_slope"]) * n)))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -369,14 +389,16 @@ class PredictReluXavier(Prediction):
     quantity = "std(z_8) / std(z_1), pre-activations of layer 8 against layer 1"
     truth = 2.0 ** -3.5
     rtol = 0.15
-    wrong = (
-        (1.0, "Xavier keeps the variance for a unit with slope 1 on both sides (tanh near 0); ReLU zeroes the "
-              "negative half, and with it half of the second moment, at every layer"),
-        (2.0 ** -7, "that is the ratio of the VARIANCES (one factor 1/2 per layer); the std is its square root"),
-        (2.0 ** -4, "between layer 1 and layer 8 there are 7 layers, not 8"),
-        (2.0 ** -8, "that is the variance ratio over 8 layers; there are 7 between layer 1 and layer 8, and the "
-                    "std is the square root of the variance ratio"),
-        (0.5, "1/2 is the factor of ONE layer, on the variance; it compounds over the 7 layers between 1 and 8"),
+    mistakes = (
+        predicted("no_decay", 1.0, "Xavier keeps the variance for a unit with slope 1 on both sides (tanh near 0); "
+                  "ReLU zeroes the negative half, and with it half of the second moment, at every layer"),
+        predicted("variance_ratio", 2.0 ** -7, "that is the ratio of the VARIANCES (one factor 1/2 per layer); the "
+                  "std is its square root"),
+        predicted("eight_layers", 2.0 ** -4, "between layer 1 and layer 8 there are 7 layers, not 8"),
+        predicted("variance_over_eight", 2.0 ** -8, "that is the variance ratio over 8 layers; there are 7 between "
+                  "layer 1 and layer 8, and the std is the square root of the variance ratio"),
+        predicted("one_layer", 0.5, "1/2 is the factor of ONE layer, on the variance; it compounds over the 7 layers "
+                  "between 1 and 8"),
     )
     hints = (
         "With fan_in = fan_out = 256, Xavier's variance is 1 / 256: the weights alone keep Var(z) the same "
@@ -393,6 +415,8 @@ class PredictReluXavier(Prediction):
 # ------------------------------------------------------------------------------------------------
 _DEBUG_SHAPES = ((300, 100), (100, 400), (400, 50))      # (in_features, out_features); fan_in != fan_out
 _STD_RTOL = 0.04        # a sample std over >= 20 000 weights is within 0.5 % (1 sigma) of the true one
+_DEBUG_FAN_IN = np.array([a for a, b in _DEBUG_SHAPES], dtype=float)
+_DEBUG_FAN_OUT = np.array([b for a, b in _DEBUG_SHAPES], dtype=float)
 
 
 @register
@@ -401,6 +425,20 @@ class DebugInit(Exercise):
     title = "the fixed init_kaiming_(model): He-normal weights (std sqrt(2 / fan_in)), zero biases, every Linear"
     # not kaiming_uniform_: nn.Linear calls it when the checker builds the model
     references = ("torch.nn.init:kaiming_normal_",)
+    mistakes = (
+        Mistake("fan_in_from_shape_0", "the bug is still there: fan_in was read from weight.shape[0], which is "
+                "out_features; an nn.Linear's weight is (out_features, in_features), so fan_in = weight.shape[1]",
+                lambda c: {"w_std": np.sqrt(2.0 / _DEBUG_FAN_OUT)}),
+        Mistake("default_init", "the weights keep nn.Linear's default init: your function did not change them (did "
+                "it loop over model.modules() and write into each Linear's weight in place, under torch.no_grad()?)",
+                lambda c: {"w_std": np.sqrt(1.0 / (3.0 * _DEBUG_FAN_IN))}),   # U(-1/sqrt(fan_in), 1/sqrt(fan_in))
+        Mistake("no_factor_2", "the factor 2 is gone: He's std for ReLU is sqrt(2 / fan_in)",
+                lambda c: {"w_std": np.sqrt(1.0 / _DEBUG_FAN_IN)}),
+        Mistake("xavier", "that is Xavier's std sqrt(2 / (fan_in + fan_out)); the function should give He's sqrt(2 "
+                "/ fan_in)", lambda c: {"w_std": np.sqrt(2.0 / (_DEBUG_FAN_IN + _DEBUG_FAN_OUT))}),
+        Mistake("variance_as_std", "the weights have the variance 2 / fan_in as their std: normal_(0, std) takes the "
+                "standard deviation", lambda c: {"w_std": 2.0 / _DEBUG_FAN_IN}),
+    )
     hints = (
         "Compare each layer's weight std after init with sqrt(2 / in_features): which layers are off, and by "
         "which factor? The factor is the square root of a ratio of two layer sizes.",
@@ -438,26 +476,13 @@ class DebugInit(Exercise):
 
     def verify(self, case, result):
         got = np.array([result[f"w_std_{i}"] for i in range(len(_DEBUG_SHAPES))])
-        fan_in = np.array([a for a, b in _DEBUG_SHAPES], dtype=float)
-        fan_out = np.array([b for a, b in _DEBUG_SHAPES], dtype=float)
-        want = np.sqrt(2.0 / fan_in)
-        default = np.sqrt(1.0 / (3.0 * fan_in))       # nn.Linear's own init: U(-1/sqrt(fan_in), 1/sqrt(fan_in))
-        candidates = {
-            "the bug is still there: fan_in was read from weight.shape[0], which is out_features; an nn.Linear's "
-            "weight is (out_features, in_features), so fan_in = weight.shape[1]": np.sqrt(2.0 / fan_out),
-            "the weights keep nn.Linear's default init: your function did not change them (did it loop over "
-            "model.modules() and write into each Linear's weight in place, under torch.no_grad()?)": default,
-            "the factor 2 is gone: He's std for ReLU is sqrt(2 / fan_in)": np.sqrt(1.0 / fan_in),
-            "that is Xavier's std sqrt(2 / (fan_in + fan_out)); the function should give He's sqrt(2 / fan_in)":
-                np.sqrt(2.0 / (fan_in + fan_out)),
-            "the weights have the variance 2 / fan_in as their std: normal_(0, std) takes the standard deviation":
-                2.0 / fan_in,
-        }
+        want = np.sqrt(2.0 / _DEBUG_FAN_IN)
         ratio = got / want
         if not np.all(np.abs(ratio - 1) < _STD_RTOL):
-            for message, alt in candidates.items():
-                if np.all(np.abs(got / alt - 1) < _STD_RTOL):
-                    raise CheckFailure(message)
+            # a sample std is known to a few per cent: a mistake matches when every layer is within _STD_RTOL of it
+            message = diagnose(got, want, self.mistakes, rtol=_STD_RTOL, atol=0.0, case=case, output="w_std")
+            if message:
+                raise CheckFailure(message)
             worst = int(np.argmax(np.abs(ratio - 1)))
             a, b = _DEBUG_SHAPES[worst]
             raise CheckFailure(

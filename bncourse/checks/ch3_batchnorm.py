@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from .core import CheckFailure, Exercise, expect, expect_array, register
-from .predict import Prediction
+from .predict import Prediction, predicted
 from .shared import changed_inputs, expect_inputs_unchanged, snapshot, to_numpy, unpack
 
 __all__ = [
@@ -725,12 +725,13 @@ class PredictEpsShrink(Prediction):
     quantity = "the std of the normalized feature"
     truth = 0.002 / np.sqrt(0.002 ** 2 + 1e-5)
     rtol = 0.03
-    wrong = (
-        (1.0, "x_hat has std 1 only when eps is negligible against the variance; here var = 4e-6 is smaller "
-              "than eps = 1e-5"),
-        (0.002 / np.sqrt(1e-5), "the denominator is sqrt(var + eps), with the variance in it too"),
-        (0.002 ** 2 / (0.002 ** 2 + 1e-5), "that is the ratio of variances var / (var + eps); the std is its "
-                                            "square root"),
+    mistakes = (
+        predicted("eps_negligible", 1.0, "x_hat has std 1 only when eps is negligible against the variance; here "
+                  "var = 4e-6 is smaller than eps = 1e-5"),
+        predicted("divided_by_sqrt_eps", 0.002 / np.sqrt(1e-5), "the denominator is sqrt(var + eps), with the "
+                  "variance in it too"),
+        predicted("variance_ratio", 0.002 ** 2 / (0.002 ** 2 + 1e-5), "that is the ratio of variances var / (var + "
+                  "eps); the std is its square root"),
     )
     hints = (
         "Batch norm divides by sqrt(var + eps), not by the std: eps matters when the variance is of its size.",
@@ -746,12 +747,12 @@ class PredictScaleInvariance(Prediction):
     quantity = "the ratio of gradient norms |dL/dW'| / |dL/dW| for W' = 10 W"
     truth = 0.1
     rtol = 0.05
-    wrong = (
-        (1.0, "the OUTPUT does not change (batch norm removes the scale), but the gradient does: the same change "
-              "of the output needs a 10 times larger change of W'"),
-        (10.0, "the gradient shrinks, it does not grow: L(10 W) = L(W) for every W, and differentiating both sides "
-               "gives 10 dL/dW' = dL/dW"),
-        (0.01, "one factor 1/10, not two: differentiate L(a W) = L(W) with respect to W once"),
+    mistakes = (
+        predicted("unchanged", 1.0, "the OUTPUT does not change (batch norm removes the scale), but the gradient "
+                  "does: the same change of the output needs a 10 times larger change of W'"),
+        predicted("grows", 10.0, "the gradient shrinks, it does not grow: L(10 W) = L(W) for every W, and "
+                  "differentiating both sides gives 10 dL/dW' = dL/dW"),
+        predicted("squared", 0.01, "one factor 1/10, not two: differentiate L(a W) = L(W) with respect to W once"),
     )
     hints = (
         "Batch norm's output does not change when its input is multiplied by a positive constant (up to eps): "

@@ -24,6 +24,9 @@ An :class:`Exercise` has three methods, deliberately split so that the batch gra
     judge anything. Turn tensors into arrays here (``t.detach().numpy()``); pass through whatever
     the student returned otherwise, so that :func:`expect_array` can complain about it. It may
     raise :class:`CheckFailure` for a malformed return value ("must return a tuple (out, cache)").
+    Each call gets its own copy of the case's arrays; :func:`run_cases` records (under
+    ``INPUTS_CHANGED``) which of them the student's code changed in place, and :func:`verify_results`
+    fails that after ``verify``, for every exercise (``mutable_inputs`` lists arrays ``run`` may change).
 ``verify(case, result)``
     Runs in the checker's own process (in the grader: the grader's process, never the student's
     kernel). Compute the reference and compare with :func:`expect_array` / :func:`expect_scalar`,
@@ -142,9 +145,11 @@ __all__ = [
     "expect_array",
     "expect_fraction",
     "fraction_tolerance",
+    "in_place_message",
     "forbidden_message",
     "expect_scalar",
     "ForbiddenCall",
+    "expect_inputs_unchanged",
     "get_exercise",
     "hint",
     "make_cases",
@@ -209,7 +214,7 @@ class Mistake:
         id: unique within its exercise (letters, digits, ``_``); tests and reports refer to it as
             ``"exercise_name.id"``.
         message: what the student reads after "<output> is wrong: ". ``{output}`` in it is replaced by
-            the name of the result being checked (``"Z_test was clipped ..."``).
+            the name under which the result is checked (``"{output} was clipped"`` -> ``"Z_test was clipped"``).
         wrong: ``wrong(case) -> {output name: value}``, what a student who makes this mistake returns
             for ``case`` (the exercise's case dict), for every output the mistake explains (arrays or
             numbers). Outputs it leaves out are not diagnosed with it; returning ``None`` says the
@@ -249,7 +254,8 @@ class _OutcomeCache(threading.local):
         hit = self.values.get(id(mistake))
         if hit is None or hit[0] is not mistake:
             try:
-                value = mistake.wrong(case)
+                with np.errstate(all="ignore"):
+                    value = mistake.wrong(case)
             except Exception:          # a mistake that cannot even be computed for this case cannot match
                 value = None
             hit = (mistake, value)
@@ -260,7 +266,7 @@ class _OutcomeCache(threading.local):
 _OUTCOMES = _OutcomeCache()
 
 
-def _as_candidates(mistakes: Any, case: Any, output: str | None) -> list[tuple[str, Any]]:
+def _as_candidates(mistakes: Any, case: Any, output: str | None, label: str | None = None) -> list[tuple[str, Any]]:
     """``[(message, outcome or zero-argument callable), ...]`` from either form of ``mistakes``."""
     if not mistakes:
         return []
@@ -278,7 +284,7 @@ def _as_candidates(mistakes: Any, case: Any, output: str | None) -> list[tuple[s
             if values is None or output not in values:
                 raise LookupError(output)             # this mistake does not explain this output
             return values[output]
-        out.append((m.text(output), outcome))
+        out.append((m.text(label or output), outcome))
     return out
 
 
@@ -303,6 +309,13 @@ class Exercise:
     hints: tuple[str, ...] = ()
     #: the common wrong answers, as data (:class:`Mistake`); ``verify`` passes them to the comparisons.
     mistakes: tuple[Mistake, ...] = ()
+    #: case arrays that ``run`` itself may change (none by default): every other array of a case that differs
+    #: after ``run`` was changed in place by the student's code, which :func:`verify_results` fails
+    mutable_inputs: tuple[str, ...] = ()
+    #: how the in-place message names a case array (default: its key), e.g. ``{"x1": "x"}``
+    input_labels: Mapping[str, str] = {}
+    #: the subject of the in-place message
+    in_place_subject: str = "your function"
 
     def cases(self, rng: np.random.Generator) -> list[dict]:
         raise NotImplementedError
@@ -440,16 +453,17 @@ def _resolve(candidate: Any) -> Any:
 
 
 def diagnose(got: np.ndarray, want: Any, mistakes: Any, *, rtol: float = 1e-6, atol: float = 1e-8,
-             case: Mapping[str, Any] | None = None, output: str | None = None) -> str | None:
+             case: Mapping[str, Any] | None = None, output: str | None = None, label: str | None = None) -> str | None:
     """The message of the first mistake whose outcome matches ``got``, or None.
 
     ``mistakes`` is a sequence of :class:`Mistake` (the canonical form: pass the ``case`` and the
     ``output`` name; each mistake's ``wrong(case)[output]`` is computed only when needed), or the legacy
     dict ``{message: outcome}`` (an array, or a zero-argument callable returning one). A mistake whose
     outcome equals ``want`` for this case cannot be told apart from the right answer and is skipped;
-    so is one that cannot be computed or does not explain this output.
+    so is one that cannot be computed or does not explain this output. ``label`` (default: ``output``)
+    replaces ``{output}`` in a Mistake's message.
     """
-    candidates = _as_candidates(mistakes, case, output)
+    candidates = _as_candidates(mistakes, case, output, label)
     if not candidates:
         return None
     got = np.asarray(got)
@@ -511,7 +525,7 @@ def expect_array(name: str, got: Any, want: Any, *, rtol: float = 1e-6, atol: fl
         output: the key of this result in each mistake's ``wrong(case)`` (default: ``name``).
     """
     want = np.asarray(want)
-    kw = {"case": case, "output": output or name}
+    kw = {"case": case, "output": output or name, "label": name}
     if isinstance(got, (int, float, np.number)) and not isinstance(got, (bool, np.bool_)) and want.ndim:
         message = diagnose(np.asarray(got), want, mistakes, rtol=rtol, atol=atol, **kw)
         if message:
@@ -564,7 +578,7 @@ def expect_scalar(name: str, got: Any, want: float, *, rtol: float = 1e-6, atol:
     if np.isclose(float(got), float(want), rtol=rtol, atol=atol):
         return
     message = diagnose(np.asarray(float(got)), np.asarray(float(want)), mistakes, rtol=rtol, atol=atol,
-                       case=case, output=output or name)
+                       case=case, output=output or name, label=name)
     if message:
         raise CheckFailure(f"{name} is wrong: {message}")
     raise CheckFailure(f"{name} is {float(got)!r}, expected {float(want)!r}")
@@ -598,7 +612,7 @@ def expect_fraction(name: str, got: Any, want: Any, count: Any, *, mistakes: Any
         mistakes, case, output: as for :func:`expect_array`.
     """
     want = np.asarray(want, dtype=np.float64)
-    kw = {"case": case, "output": output or name}
+    kw = {"case": case, "output": output or name, "label": name}
     atol = fraction_tolerance(count)
     if isinstance(got, (bool, np.bool_)):
         raise CheckFailure(f"{name} is {describe_value(got)}, expected a fraction between 0 and 1 (a comparison "
@@ -699,6 +713,45 @@ def _copy_case(case: Mapping[str, Any]) -> dict:
     return {k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in case.items()}
 
 
+#: the key under which :func:`run_cases` records, in every result, the names of the case's arrays that the
+#: student's code changed in place (comma-separated, "" if none; a plain string, so it crosses the grader's wire)
+INPUTS_CHANGED = "_inputs_changed"
+
+
+def _same_array(a: Any, b: np.ndarray) -> bool:
+    if type(a) is not np.ndarray or a.shape != b.shape or a.dtype != b.dtype:
+        return False
+    try:
+        return bool(np.array_equal(a, b, equal_nan=b.dtype.kind in "fc"))
+    except TypeError:                      # object arrays
+        return bool(np.array_equal(a, b))
+
+
+def changed_case_arrays(ex: Exercise, original: Mapping[str, Any], given: Mapping[str, Any]) -> str:
+    """Comma-separated names of ``original``'s arrays that differ in ``given`` (the copy the student's code got),
+    except the exercise's ``mutable_inputs``."""
+    return ",".join(k for k, v in original.items()
+                    if isinstance(v, np.ndarray) and k not in ex.mutable_inputs and not _same_array(given.get(k), v))
+
+
+def in_place_message(ex: Exercise, names: str) -> str:
+    """What the student reads when their code changed the case arrays ``names`` (comma-separated) in place."""
+    labels = ", ".join(ex.input_labels.get(k, k) for k in names.split(","))
+    return (f"{ex.in_place_subject} changed its input(s) {labels} in place (an in-place operator such as -= or /=, "
+            f"a slice assignment, or a torch method ending in _ such as sub_, on an argument); the caller's arrays "
+            f"must stay as they were: compute into new arrays")
+
+
+def expect_inputs_unchanged(ex: Exercise, result: Mapping[str, Any]) -> None:
+    """Fail if :func:`run_cases` recorded that the student's code changed the caller's arrays in place.
+
+    :func:`verify_results` calls it after every ``verify`` (so no exercise can miss it); an exercise calls it
+    first thing in ``verify`` when a mutated input would otherwise surface as a less helpful "wrong values"."""
+    names = result.get(INPUTS_CHANGED) or ""
+    if isinstance(names, str) and names:
+        raise CheckFailure(in_place_message(ex, names))
+
+
 def _reference_label(ref: str) -> str:
     return ref.replace(":", ".")
 
@@ -719,7 +772,11 @@ def _run_all(ex: Exercise, fn: Any, cases: list[dict], timeout: float | None) ->
                              f"in an infinite loop (check the loop conditions) or far too slow"):
         for i, case in enumerate(cases):
             try:
-                results.append(ex.run(fn, _copy_case(case)))
+                given = _copy_case(case)
+                result = ex.run(fn, given)
+                if isinstance(result, Mapping):
+                    result = {**result, INPUTS_CHANGED: changed_case_arrays(ex, case, given)}
+                results.append(result)
             except (NotImplementedError, CheckTimeout, _Alarm):
                 raise
             except CheckFailure as e:
@@ -774,6 +831,7 @@ def verify_results(ex: Exercise, cases: list[dict], results: list[Any]) -> None:
             if not isinstance(result, Mapping):
                 raise CheckFailure(f"internal: run() returned {describe_value(result)}, not a dict")
             ex.verify(case, result)
+            expect_inputs_unchanged(ex, result)
         except CheckFailure as e:
             raise CheckFailure(
                 f"✗ {ex.name} ({ex.title}), case {i + 1} of {len(cases)} [{describe_case(case)}]: {e}"

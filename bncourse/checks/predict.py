@@ -3,8 +3,9 @@
 Not a chapter module (its name does not start with ``ch``; it registers nothing): chapters subclass one of
 
 :class:`Prediction`
-    a number or one of ``choices``, graded against ``truth`` within ``rtol``/``atol``; ``wrong`` names known
-    misconceptions by the value they lead to (chapters 1-3).
+    a number or one of ``choices``, graded against ``truth`` within ``rtol``/``atol``; its ``mistakes``
+    (:func:`predicted`, a :class:`~bncourse.checks.core.Mistake` whose wrong value is the prediction a known
+    misconception leads to) name them (chapters 1-3).
 :class:`PredictNumber`
     a number graded within ``truth ± tolerance`` (absolute); ``near_misses`` names a wrong line of reasoning
     by the interval of answers it leads to (chapters 4-6).
@@ -31,9 +32,14 @@ from typing import Any
 
 import numpy as np
 
-from .core import CheckFailure, Exercise, describe_value
+from .core import CheckFailure, Exercise, Mistake, describe_value
 
-__all__ = ["Prediction", "PredictNumber", "PredictChoice", "as_number", "as_letters"]
+__all__ = ["Prediction", "PredictNumber", "PredictChoice", "as_number", "as_letters", "predicted"]
+
+
+def predicted(mistake_id: str, value: Any, message: str) -> Mistake:
+    """The mistake of a :class:`Prediction`: a misconception that leads to the prediction ``value``."""
+    return Mistake(mistake_id, message, lambda case, value=value: {"prediction": value})
 
 def _plain(v: Any) -> Any:
     """Torch / NumPy scalars and 0-d or 1-element arrays -> Python numbers; anything else unchanged."""
@@ -62,8 +68,8 @@ class Prediction(Exercise):
     atol: float = 0.0
     #: for a choice: the allowed answers (strings are compared case-insensitively, stripped)
     choices: tuple = ()
-    #: known wrong predictions: ((value, message), ...); a number matches within the same tolerance
-    wrong: tuple = ()
+    # known wrong predictions: ``mistakes = (predicted("id", value, message), ...)``; a number matches within
+    # the same tolerance as the truth
 
     def cases(self, rng):
         return [{}]          # nothing to draw: the experiment is fixed, the answer is one number
@@ -89,6 +95,10 @@ class Prediction(Exercise):
             parts.append(f"{self.atol:g}")
         return " + ".join(parts) or "exact"
 
+    def _wrong_values(self, case):
+        for m in self.mistakes:
+            yield m.wrong(case)["prediction"], m.text("prediction")
+
     def verify(self, case, result):
         got = result.get("prediction")
         if self.choices:
@@ -98,7 +108,7 @@ class Prediction(Exercise):
                                    f"{', '.join(repr(c) for c in self.choices)}")
             if self._norm(got) == self._norm(self.truth):
                 return
-            for value, message in self.wrong:
+            for value, message in self._wrong_values(case):
                 if self._norm(got) == self._norm(value):
                     raise CheckFailure(f"{self.quantity}: not {got!r}: {message}")
             raise CheckFailure(f"{self.quantity}: not {got!r}; think again, then run the next cell")
@@ -110,7 +120,7 @@ class Prediction(Exercise):
         truth = float(self.truth)
         if self._close(got, truth):
             return
-        for value, message in self.wrong:
+        for value, message in self._wrong_values(case):
             if self._close(got, float(value)) and not self._close(float(value), truth):
                 raise CheckFailure(f"{self.quantity}: {got:g} is not it: {message}")
         side = "too high" if got > truth else "too low"
