@@ -5,6 +5,7 @@ import torch
 
 from bncourse.checks import REGISTRY, CheckFailure, check
 from check_helpers import check_fails
+from check_messages import assert_body, in_place as in_place_message
 
 
 # ---------------------------------------------------------------- reference solutions (independent code)
@@ -122,7 +123,7 @@ def test_running_update_mistakes():
         rm[...] = new[0]
         rv[...] = new[1]
         return rm, rv
-    _fails("ch4_running_update", in_place, "in place")
+    assert_body(_fails("ch4_running_update", in_place), in_place_message("running_mean, running_var"))
 
     def returns_one(rm, rv, x, momentum, convention, training=True):
         return rm
@@ -329,7 +330,7 @@ def test_merge_stats_mistakes():
         out = merge_batch_stats(counts, means, variances)
         means -= out[0]
         return out
-    _fails("ch4_merge_stats", in_place, "in place")
+    assert_body(_fails("ch4_merge_stats", in_place), in_place_message("means"))
 
 
 # ---------------------------------------------------------------- predictions
@@ -472,19 +473,19 @@ def test_in_place_mutation_is_named_in_every_ch4_function_exercise():
         out = bias_corrected_ema(values, alpha)
         values *= 0
         return out
-    _fails("ch4_bias_corrected_ema", ema_in_place, "changed values in place")
+    assert_body(_fails("ch4_bias_corrected_ema", ema_in_place), in_place_message("values"))
 
     def fold_in_place(gamma, beta, running_mean, running_var, eps):
         running_var += eps
         a = gamma / np.sqrt(running_var)
         return a, beta - a * running_mean
-    _fails("ch4_fold_bn", fold_in_place, "changed running_var in place")
+    assert_body(_fails("ch4_fold_bn", fold_in_place), in_place_message("running_var"))
 
     def fold_linear_in_place(W, c, gamma, beta, running_mean, running_var, eps):
         a, b = fold_bn(gamma, beta, running_mean, running_var, eps)
         W *= a[:, None]
         return W, a * c + b
-    _fails("ch4_fold_linear", fold_linear_in_place, "changed W in place")
+    assert_body(_fails("ch4_fold_linear", fold_linear_in_place), in_place_message("W"))
 
     def centres_batches(batches):
         rows = []
@@ -493,7 +494,7 @@ def test_in_place_mutation_is_named_in_every_ch4_function_exercise():
             b -= b.mean(0)                                       # corrupts the caller's data
         x = np.concatenate(rows)
         return x.mean(0), x.var(0, ddof=1)
-    _fails("ch4_population_stats", centres_batches, "changed a batch in place")
+    assert_body(_fails("ch4_population_stats", centres_batches), in_place_message("a batch"))
 
 
 def test_fold_bn_constant_feature_needs_eps_and_warns_nothing(recwarn):

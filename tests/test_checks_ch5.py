@@ -6,6 +6,7 @@ from torch import nn
 
 from bncourse.checks import REGISTRY, CheckFailure, check
 from check_helpers import check_fails
+from check_messages import assert_body, in_place as in_place_message
 
 
 # ---------------------------------------------------------------- reference solutions (independent code)
@@ -448,25 +449,25 @@ def test_in_place_mutation_is_named_in_every_ch5_function_exercise():
     def forward_in_place(x, gamma, beta, eps):
         x -= x.mean(axis=(0, 2, 3), keepdims=True)
         return spatial_forward(x, gamma, beta, eps)
-    _fails("ch5_spatial_forward", forward_in_place, "changed x in place")
+    assert_body(_fails("ch5_spatial_forward", forward_in_place), in_place_message("x"))
 
     def backward_in_place(dout, x, gamma, eps):
         out = spatial_backward(dout, x, gamma, eps)
         dout *= 0
         return out
-    _fails("ch5_spatial_backward", backward_in_place, "changed dout in place")
+    assert_body(_fails("ch5_spatial_backward", backward_in_place), in_place_message("dout"))
 
     def fold_in_place(weight, bias, gamma, beta, mean, var, eps):
         w, b = fold_conv(weight, bias, gamma, beta, mean, var, eps)
         weight[...] = w
         return weight, b
-    _fails("ch5_fold_conv", fold_in_place, "changed weight in place")
+    assert_body(_fails("ch5_fold_conv", fold_in_place), in_place_message("weight"))
 
     def eval_in_place(dout, x, gamma, rm, rv, eps):
         out = _eval_bwd(dout, x, gamma, rm, rv, eps)
         rv += eps
         return out
-    _fails("ch5_eval_backward", eval_in_place, "changed running_var in place")
+    assert_body(_fails("ch5_eval_backward", eval_in_place), in_place_message("running_var"))
 
 
 def test_fold_conv_constant_channel_needs_eps(recwarn):

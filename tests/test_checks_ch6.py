@@ -5,6 +5,7 @@ import torch
 
 from bncourse.checks import REGISTRY, CheckFailure, check
 from check_helpers import check_fails
+from check_messages import assert_body, in_place as in_place_message
 
 
 def group_norm_torch(x, num_groups, gamma, beta, eps):
@@ -257,7 +258,7 @@ def test_debug_seq_norm_mistakes():
     def in_place(x, g, b, eps):
         x -= x.mean(-1, keepdims=True)
         return layer_norm_seq(x, g, b, eps)
-    check_fails("ch6_debug_seq_norm", in_place, "in place")
+    assert_body(check_fails("ch6_debug_seq_norm", in_place), in_place_message("x"))
 
 
 def test_in_place_mutation_is_named_in_every_ch6_function_exercise():
@@ -265,13 +266,13 @@ def test_in_place_mutation_is_named_in_every_ch6_function_exercise():
         out = group_norm(x, G, gamma, beta, eps)
         x[...] = out
         return out
-    check_fails("ch6_group_norm", gn_in_place, "changed x in place")
+    assert_body(check_fails("ch6_group_norm", gn_in_place), in_place_message("x"))
 
     def lnb_in_place(dout, x, gamma, eps):
         out = _ln_numpy(dout, x, gamma, eps)
         dout *= 2
         return out
-    check_fails("ch6_layer_norm_backward", lnb_in_place, "changed dout in place")
+    assert_body(check_fails("ch6_layer_norm_backward", lnb_in_place), in_place_message("dout"))
 
 
 def test_layer_norm_backward_remaining_mistakes():

@@ -9,6 +9,7 @@ import torch
 
 from bncourse.checks import REGISTRY, check, get_exercise, hint, reset_hints
 from check_helpers import check_fails
+from check_messages import assert_body, in_place as in_place_message
 
 NAMES = ("ch7_merge_mean_var", "ch7_sync_stats", "ch7_sync_backward", "ch7_ghost_bn")
 
@@ -400,26 +401,26 @@ def test_ch7_in_place_mutation_is_named_in_every_exercise():
         out = merge_mean_var(c, mu, v)
         v *= 1.0 + 0.0 * v + (v == v)             # doubles the caller's variances
         return out
-    check_fails("ch7_merge_mean_var", merge_in_place, "changed variances in place")
+    assert_body(check_fails("ch7_merge_mean_var", merge_in_place), in_place_message("variances"))
 
     def stats_in_place(shards):
         out = sync_batch_stats(shards)
         for s in shards:
             s -= out[0].reshape(1, -1, 1, 1)      # centres the caller's shards
         return out
-    check_fails("ch7_sync_stats", stats_in_place, "changed shards[0], shards[1]", "in place")
+    assert_body(check_fails("ch7_sync_stats", stats_in_place), in_place_message("shards[0], shards[1], shards[2]"))
 
     def backward_in_place(dy, xs, g, e):
         out = sync_bn_backward(dy, xs, g, e)
         dy[0] *= 0
         return out
-    check_fails("ch7_sync_backward", backward_in_place, "changed dy_shards[0] in place")
+    assert_body(check_fails("ch7_sync_backward", backward_in_place), in_place_message("dy_shards[0]"))
 
     def ghost_in_place(x, v, g, b, e):
         out = ghost_batch_norm(x, v, g, b, e)
         x[:] = out
         return out
-    check_fails("ch7_ghost_bn", ghost_in_place, "changed x in place")
+    assert_body(check_fails("ch7_ghost_bn", ghost_in_place), in_place_message("x"))
 
 
 def test_merge_results_in_the_wrong_order_are_named():

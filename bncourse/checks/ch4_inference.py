@@ -39,9 +39,10 @@ from typing import Any
 
 import numpy as np
 
-from .core import CheckFailure, Exercise, Mistake, describe_value, expect, expect_array, expect_scalar, register
+from .core import (CheckFailure, Exercise, Mistake, describe_value, expect, expect_array, expect_inputs_unchanged,
+                   expect_scalar, register)
 from .predict import PredictChoice, PredictNumber
-from .shared import call_watching, in_place_message, to_numpy
+from .shared import to_numpy
 
 __all__ = [
     "RunningUpdate", "ConvertMomentum", "BiasCorrectedEMA", "PopulationStats", "FoldBN", "FoldLinear",
@@ -177,16 +178,16 @@ class RunningUpdate(Exercise):
         return out
 
     def run(self, fn, case):
-        res, changed = call_watching(fn, {k: case[k] for k in ("running_mean", "running_var", "x", "momentum",
-                                                               "convention", "training")})
+        res = fn(*(case[k] for k in ("running_mean", "running_var", "x", "momentum",
+                                                               "convention", "training")))
         new_mean, new_var = _pair(res, "running_update", ("new_mean", "new_var"))
-        return {"new_mean": to_numpy(new_mean), "new_var": to_numpy(new_var), "changed": changed}
+        return {"new_mean": to_numpy(new_mean), "new_var": to_numpy(new_var)}
 
     def verify(self, case, result):
+        expect_inputs_unchanged(self, result)
         new_mean, new_var = _running_parts(case)["want"]
         # the variance first: the mistakes that differ only in running_var (Bessel's factor) show there
         self.expect_outputs(case, result, {"new_var": new_var, "new_mean": new_mean}, rtol=1e-9, atol=1e-12)
-        expect(not result.get("changed"), in_place_message(result.get("changed", "")))
 
 
 # --------------------------------------------------------------------------------------------
@@ -244,6 +245,7 @@ class ConvertMomentum(Exercise):
         return {"value": float(got)}
 
     def verify(self, case, result):
+        expect_inputs_unchanged(self, result)
         # float32 arithmetic (1 - torch.tensor(0.9)) is fine: 1e-7 is far below the gap between value and 1 - value
         expect_scalar("the converted momentum", result["value"], _converted(case), rtol=1e-6, atol=1e-7,
                       mistakes=self.mistakes, case=case, output="value")
@@ -316,10 +318,10 @@ class BiasCorrectedEMA(Exercise):
                 for t, d, a in ((12, 3, 0.9), (30, 2, 0.99), (8, 4, 0.5), (1, 2, 0.9), (self.LONG, 2, 0.5))]
 
     def run(self, fn, case):
-        out, changed = call_watching(fn, {"values": case["values"], "alpha": case["alpha"]})
-        return {"out": to_numpy(out), "changed": changed}
+        return {"out": to_numpy(fn(case["values"], case["alpha"]))}
 
     def verify(self, case, result):
+        expect_inputs_unchanged(self, result)
         v = case["values"]
         want = _ema_want(case)
         got = result["out"]
@@ -331,7 +333,6 @@ class BiasCorrectedEMA(Exercise):
                 f"Powers such as alpha**(-t) or 1 / alpha**t grow without bound; use the recursion "
                 f"avg = alpha * avg + (1 - alpha) * value, whose values stay within the range of the data")
         self.expect_outputs(case, result, {"out": want}, rtol=1e-9, atol=1e-12)
-        expect(not result.get("changed"), in_place_message(result.get("changed", "")))
 
 
 # --------------------------------------------------------------------------------------------
@@ -371,6 +372,7 @@ _SUMS = "accumulate the count, sum(x - s) and sum((x - s)**2) with a fixed shift
 @register
 class PopulationStats(Exercise):
     name = "ch4_population_stats"
+    input_labels = {"x": "a batch"}
     title = "exact mean and unbiased variance per feature over all batches, in one pass"
     references = ("bncourse.population_stats:population_mean_var",)
     hints = (
@@ -421,20 +423,18 @@ class PopulationStats(Exercise):
         return out
 
     def run(self, fn, case):
-        given = [b.copy() for b in _split(case["x"], case["batch_size"])]
-        batches = _OnePass(iter(given))
-        res = fn(batches)
+        # the batches are views of the case's x, as a DataLoader may hand out views of the dataset: subtracting
+        # in place from a batch changes x, which the core reports
+        res = fn(_OnePass(iter(_split(case["x"], case["batch_size"]))))
         mean, var = _pair(res, "population_stats", ("mean", "var"))
-        modified = any(not np.array_equal(b, o) for b, o in zip(given, _split(case["x"], case["batch_size"])))
-        return {"mean": to_numpy(mean), "var": to_numpy(var), "changed": "a batch" if modified else ""}
+        return {"mean": to_numpy(mean), "var": to_numpy(var)}
 
     def verify(self, case, result):
+        expect_inputs_unchanged(self, result)
         x = case["x"]
         want_mean, want_var = x.mean(axis=0), x.var(axis=0, ddof=1)
         _precision(result["var"], want_var, x)
         self.expect_outputs(case, result, {"mean": want_mean, "var": want_var}, rtol=1e-9, atol=1e-10)
-        expect(not result.get("changed"), in_place_message(result.get("changed", "")) + " (a DataLoader may hand "
-               "out views of the dataset: subtracting in place would change the data itself)")
 
 
 _SHIFT_FIX = ("subtract a fixed shift (e.g. the first batch's mean) from the data before summing squares, or merge "
@@ -541,18 +541,18 @@ class FoldBN(Exercise):
                 ((4, 1e-5, False), (3, 1e-3, False), (6, 0.5, False), (5, 1e-5, True))]
 
     def run(self, fn, case):
-        res, changed = call_watching(fn, {k: case[k] for k in ("gamma", "beta", "running_mean", "running_var", "eps")})
+        res = fn(*(case[k] for k in ("gamma", "beta", "running_mean", "running_var", "eps")))
         a, b = _pair(res, "fold_bn", ("a", "b"))
-        return {"a": to_numpy(a), "b": to_numpy(b), "changed": changed}
+        return {"a": to_numpy(a), "b": to_numpy(b)}
 
     def verify(self, case, result):
+        expect_inputs_unchanged(self, result)
         with np.errstate(divide="ignore", invalid="ignore"):        # a mistake without eps divides by sqrt(0)
             self._verify(case, result)
 
     def _verify(self, case, result):
         a, b = _affine(*_fold_args(case))
         self.expect_outputs(case, result, {"a": a, "b": b}, rtol=1e-9, atol=1e-12)
-        expect(not result.get("changed"), in_place_message(result.get("changed", "")))
 
 
 @register
@@ -587,8 +587,8 @@ class FoldLinear(Exercise):
 
     def run(self, fn, case):
         try:
-            res, changed = call_watching(fn, {k: case[k] for k in ("W", "c", "gamma", "beta", "running_mean",
-                                                                   "running_var", "eps")})
+            res = fn(*(case[k] for k in ("W", "c", "gamma", "beta", "running_mean",
+                                                                   "running_var", "eps")))
         except ValueError as e:
             if "broadcast" not in str(e):
                 raise
@@ -596,13 +596,13 @@ class FoldLinear(Exercise):
                 f"your code raised ValueError: {e}. W has shape (D_out, D_in) and a has shape (D_out,): to scale "
                 f"the rows of W (its outputs) write a[:, None] * W; W * a would scale the columns of W") from e
         W2, c2 = _pair(res, "fold_linear", ("W_folded", "c_folded"))
-        return {"W_folded": to_numpy(W2), "c_folded": to_numpy(c2), "changed": changed}
+        return {"W_folded": to_numpy(W2), "c_folded": to_numpy(c2)}
 
     def verify(self, case, result):
+        expect_inputs_unchanged(self, result)
         W, c = case["W"], case["c"]
         a, b = _affine(*_fold_args(case))
         self.expect_outputs(case, result, {"W_folded": a[:, None] * W, "c_folded": a * c + b}, rtol=1e-9, atol=1e-12)
-        expect(not result.get("changed"), in_place_message(result.get("changed", "")))
 
 
 # --------------------------------------------------------------------------------------------
@@ -684,11 +684,12 @@ class MergeStats(Exercise):
         return out
 
     def run(self, fn, case):
-        res, changed = call_watching(fn, {k: case[k] for k in ("counts", "means", "variances")})
+        res = fn(*(case[k] for k in ("counts", "means", "variances")))
         mean, var = _pair(res, "merge_batch_stats", ("mean", "var"))
-        return {"mean": to_numpy(mean), "var": to_numpy(var), "changed": changed}
+        return {"mean": to_numpy(mean), "var": to_numpy(var)}
 
     def verify(self, case, result):
+        expect_inputs_unchanged(self, result)
         n, mean, within, between = _merge_case(case)
         want_var = (within + between) / (n - 1)
         self.expect_outputs(case, result, {"mean": mean}, rtol=1e-9, atol=1e-10)
@@ -696,7 +697,6 @@ class MergeStats(Exercise):
                        "- n * mean**2", fix="add the within-chunk sums n_k * var_k and the between-chunk term n_k * "
                        "(mean_k - mean)**2, which never square the offset")
         self.expect_outputs(case, result, {"var": want_var}, rtol=1e-9, atol=1e-10)
-        expect(not result.get("changed"), in_place_message(result.get("changed", "")))
 
 
 # --------------------------------------------------------------------------------------------
@@ -871,6 +871,7 @@ class DebugPredict(Exercise):
                 "grad_enabled": bool(any(grad_seen))}
 
     def verify(self, case, result):
+        expect_inputs_unchanged(self, result)
         want = _eval_logits(case).argmax(axis=1).astype(np.int64)
         labels = result["labels"]
         if isinstance(labels, np.ndarray) and labels.dtype.kind == "f":

@@ -29,10 +29,10 @@ from typing import Any
 import numpy as np
 
 from .ch3_batchnorm import _NUMPY_REFERENCES, _as_numpy, record_module_steps, _backward_generic, _unpack, backward_mistakes, \
-    forward_mistakes, normalize
-from .core import CheckFailure, Exercise, Mistake, describe_value, expect, expect_array, register
+    normalize
+from .core import (CheckFailure, Exercise, Mistake, describe_value, expect, expect_array, expect_inputs_unchanged,
+                   register)
 from .predict import PredictNumber
-from .shared import call_watching, in_place_message
 
 __all__ = ["SpatialForward", "SpatialBackward", "BatchNorm2dModule", "FoldConv", "EvalBackward", "PredictBias",
            "DebugBatchNorm2d", "spatial_mistakes", "SPATIAL_FORWARD_MISTAKES", "SPATIAL_BACKWARD_MISTAKES",
@@ -149,18 +149,18 @@ class SpatialForward(Exercise):
 
     def run(self, fn, case):
         try:
-            ret, changed = call_watching(fn, {k: case[k] for k in ("x", "gamma", "beta", "eps")})
+            ret = fn(*(case[k] for k in ("x", "gamma", "beta", "eps")))
         except ValueError as e:
             _broadcast_hint(e)
             raise
         out, _cache = _unpack(ret, "spatial_batchnorm_forward", ("out", "cache"))
-        return {"out": out, "changed": changed}
+        return {"out": out}
 
     def verify(self, case, result):
+        expect_inputs_unchanged(self, result)
         from bncourse.bn_numpy import batchnorm_forward
         want, _ = batchnorm_forward(case["x"], case["gamma"], case["beta"], case["eps"])
         self.expect_outputs(case, result, {"out": want}, rtol=1e-6, atol=1e-8)
-        expect(not result.get("changed"), in_place_message(result.get("changed", "")))
 
 
 def _dx_with_count(dout, x, gamma, eps, m):
@@ -273,20 +273,20 @@ class SpatialBackward(Exercise):
 
     def run(self, fn, case):
         try:
-            ret, changed = call_watching(fn, {k: case[k] for k in ("dout", "x", "gamma", "eps")})
+            ret = fn(*(case[k] for k in ("dout", "x", "gamma", "eps")))
         except ValueError as e:
             _broadcast_hint(e)
             raise
         dx, dgamma, dbeta = _unpack(ret, "spatial_batchnorm_backward", ("dx", "dgamma", "dbeta"))
-        return {"dx": dx, "dgamma": dgamma, "dbeta": dbeta, "changed": changed}
+        return {"dx": dx, "dgamma": dgamma, "dbeta": dbeta}
 
     def verify(self, case, result):
+        expect_inputs_unchanged(self, result)
         from bncourse.bn_numpy import batchnorm_backward, batchnorm_forward
         dout, x, gamma, eps = case["dout"], case["x"], case["gamma"], case["eps"]
         _, cache = batchnorm_forward(x, gamma, np.zeros_like(gamma), eps)
         dx, dgamma, dbeta = batchnorm_backward(dout, cache)
         self.expect_outputs(case, result, {"dbeta": dbeta, "dgamma": dgamma, "dx": dx}, rtol=1e-6, atol=1e-9)
-        expect(not result.get("changed"), in_place_message(result.get("changed", "")))
 
 
 # --------------------------------------------------------------------------------------------
@@ -524,8 +524,8 @@ class FoldConv(Exercise):
 
     def run(self, fn, case):
         try:
-            ret, changed = call_watching(fn, {k: case[k] for k in ("weight", "bias", "gamma", "beta", "running_mean",
-                                                                   "running_var", "eps")})
+            ret = fn(*(case[k] for k in ("weight", "bias", "gamma", "beta", "running_mean",
+                                                                   "running_var", "eps")))
         except ValueError as e:
             if "broadcast" in str(e):
                 raise CheckFailure("the per-channel factor a = gamma / sqrt(running_var + eps) has shape (C_out,); "
@@ -533,9 +533,10 @@ class FoldConv(Exercise):
                                    f"(NumPy said: {e})") from None
             raise
         w, b = _unpack(ret, "fold_bn_into_conv", ("folded_weight", "folded_bias"))
-        return {"weight": w, "bias": b, "changed": changed}
+        return {"weight": w, "bias": b}
 
     def verify(self, case, result):
+        expect_inputs_unchanged(self, result)
         with np.errstate(divide="ignore", invalid="ignore"):        # a mistake without eps divides by sqrt(0)
             self._verify(case, result)
 
@@ -544,7 +545,6 @@ class FoldConv(Exercise):
         for name, output, want in (("folded_weight", "weight", w), ("folded_bias", "bias", b)):
             expect_array(name, result[output], want, rtol=1e-6, atol=1e-9, mistakes=self.mistakes, case=case,
                          output=output)
-        expect(not result.get("changed"), in_place_message(result.get("changed", "")))
 
 
 # --------------------------------------------------------------------------------------------
@@ -638,18 +638,18 @@ class EvalBackward(Exercise):
 
     def run(self, fn, case):
         try:
-            ret, changed = call_watching(fn, {k: case[k] for k in ("dout", "x", "gamma", "running_mean",
-                                                                   "running_var", "eps")})
+            ret = fn(*(case[k] for k in ("dout", "x", "gamma", "running_mean",
+                                                                   "running_var", "eps")))
         except ValueError as e:
             _broadcast_hint(e)
             raise
         dx, dgamma, dbeta = _unpack(ret, "eval_batchnorm_backward", ("dx", "dgamma", "dbeta"))
-        return {"dx": dx, "dgamma": dgamma, "dbeta": dbeta, "changed": changed}
+        return {"dx": dx, "dgamma": dgamma, "dbeta": dbeta}
 
     def verify(self, case, result):
+        expect_inputs_unchanged(self, result)
         dx, dgamma, dbeta = eval_backward_reference(*_eval_args(case))
         self.expect_outputs(case, result, {"dbeta": dbeta, "dgamma": dgamma, "dx": dx}, rtol=1e-6, atol=1e-9)
-        expect(not result.get("changed"), in_place_message(result.get("changed", "")))
 
 
 def _train_form_with(dout, x, gamma, rm, rv, eps):

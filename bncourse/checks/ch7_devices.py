@@ -19,14 +19,18 @@ from __future__ import annotations
 import numpy as np
 
 from .ch4_inference import precision_loss
-from .core import CheckFailure, Exercise, Mistake, describe_value, expect, expect_array, register
-from .shared import call_watching, in_place_message
+from .core import (CheckFailure, Exercise, Mistake, describe_value, expect, expect_array, expect_inputs_unchanged,
+                   register)
 
 __all__ = ["MergeMeanVar", "SyncStats", "SyncBackward", "GhostBN"]
 
 _DISTRIBUTED_REFS = ("bncourse.distributed:merge_moments", "bncourse.distributed:chan_merge",
                      "bncourse.distributed:local_moments", "bncourse.distributed:SyncBatchNorm",
                      "bncourse.distributed:GhostBatchNorm")
+
+
+#: the most replicas a case simulates (names of the shards in the in-place message)
+_MAX_REPLICAS = 4
 
 
 def _counts_of(shards):
@@ -40,20 +44,6 @@ def _shards_from(case, key="x"):
 
 _MERGE_FIX = ("let each replica send its count, mean and M2 (the sum of squared deviations from its OWN mean) and "
               "merge them with the between-replica term sum_r m_r (mean_r - mean)**2, which never squares the offset")
-
-
-def _call_watching_shards(fn, args):
-    """call_watching for arguments that are lists of arrays: the names come back as ``shards[1]``, ``gamma``."""
-    flat = {}
-    for k, v in args.items():
-        if isinstance(v, list):
-            flat.update({f"{k}[{r}]": a for r, a in enumerate(v)})
-        else:
-            flat[k] = v
-    before = {k: v.copy() for k, v in flat.items() if isinstance(v, np.ndarray)}
-    ret = fn(*args.values())
-    changed = [k for k, v in before.items() if not np.array_equal(flat[k], v, equal_nan=True)]
-    return ret, ", ".join(changed)
 
 
 def _pair(res, what, names):
@@ -133,18 +123,18 @@ class MergeMeanVar(Exercise):
         return out
 
     def run(self, fn, case):
-        res, changed = call_watching(fn, {k: case[k] for k in ("counts", "means", "variances")})
+        res = fn(*(case[k] for k in ("counts", "means", "variances")))
         mean, var = _pair(res, "merge_mean_var", ("mean", "var"))
-        return {"mean": mean, "var": var, "changed": changed}
+        return {"mean": mean, "var": var}
 
     def verify(self, case, result):
+        expect_inputs_unchanged(self, result)
         mean, var = merge_reference(case["counts"], case["means"], case["variances"])
         self.expect_outputs(case, result, {"mean": mean}, rtol=1e-9, atol=1e-12)
         precision_loss(result["var"], var, float(np.max(np.abs(mean))), formula="sum_r n_r (var_r + mean_r**2) / N - "
                        "mean**2", fix="add the within-replica term sum_r n_r var_r and the between-replica term "
                        "sum_r n_r (mean_r - mean)**2, which never square the offset", atol=1e-12)
         self.expect_outputs(case, result, {"var": var}, rtol=1e-9, atol=1e-12)
-        expect(not result.get("changed"), in_place_message(result.get("changed", "")))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -180,6 +170,7 @@ def _sync_parts(case):
 @register
 class SyncStats(Exercise):
     name = "ch7_sync_stats"
+    input_labels = {f"x{r}": f"shards[{r}]" for r in range(_MAX_REPLICAS)}
     title = "the statistics SyncBatchNorm's forward computes from R shards (n_r, C, H, W)"
     references = _DISTRIBUTED_REFS
     hints = (
@@ -237,12 +228,11 @@ class SyncStats(Exercise):
         return out
 
     def run(self, fn, case):
-        shards = _shards_from(case)
-        res, changed = _call_watching_shards(fn, {"shards": shards})
-        res = _pair(res, "sync_batch_stats", ("mean", "var", "unbiased_var"))
-        return {**dict(zip(("mean", "var", "unbiased_var"), res)), "changed": changed}
+        res = _pair(fn(_shards_from(case)), "sync_batch_stats", ("mean", "var", "unbiased_var"))
+        return dict(zip(("mean", "var", "unbiased_var"), res))
 
     def verify(self, case, result):
+        expect_inputs_unchanged(self, result)
         mean, var, uvar = sync_stats_reference(_shards_from(case))
         tol = {"rtol": 1e-9, "atol": 1e-12}
         offset = float(np.max(np.abs(mean)))
@@ -252,7 +242,6 @@ class SyncStats(Exercise):
         precision_loss(result["unbiased_var"], uvar, offset, what="unbiased_var", formula="(sum(x**2) - m * mean**2) "
                        "/ (m - 1)", fix=_MERGE_FIX, **tol)
         self.expect_outputs(case, result, {"unbiased_var": uvar}, **tol)
-        expect(not result.get("changed"), in_place_message(result.get("changed", "")))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -321,6 +310,8 @@ def _x_hat_first(case):
 @register
 class SyncBackward(Exercise):
     name = "ch7_sync_backward"
+    input_labels = {**{f"x{r}": f"x_shards[{r}]" for r in range(_MAX_REPLICAS)},
+                    **{f"dy{r}": f"dy_shards[{r}]" for r in range(_MAX_REPLICAS)}}
     title = "SyncBatchNorm's backward on R shards (n_r, C): all-reduce the two sums"
     references = _DISTRIBUTED_REFS
     hints = (
@@ -367,26 +358,24 @@ class SyncBackward(Exercise):
         return out
 
     def run(self, fn, case):
-        ret, changed = _call_watching_shards(fn, {"dy_shards": _shards_from(case, "dy"), "x_shards": _shards_from(case, "x"),
-                                                  "gamma": case["gamma"], "eps": case["eps"]})
-        res = _pair(ret, "sync_bn_backward", ("dx_shards", "dgamma", "dbeta"))
+        res = _pair(fn(*_backward_args(case)), "sync_bn_backward", ("dx_shards", "dgamma", "dbeta"))
         dx_shards, dgamma, dbeta = res
         R = case["replicas"]
         if not isinstance(dx_shards, (list, tuple)) or len(dx_shards) != R:
             raise CheckFailure(f"dx_shards must be a list of {R} arrays, one per shard; it is "
                                f"{describe_value(dx_shards)}")
         out = {f"dx{r}": dx_shards[r] for r in range(R)}
-        out.update(dgamma=dgamma, dbeta=dbeta, changed=changed)
+        out.update(dgamma=dgamma, dbeta=dbeta)
         return out
 
     def verify(self, case, result):
+        expect_inputs_unchanged(self, result)
         dx, dgamma, dbeta = sync_backward_reference(*_backward_args(case))
         tol = {"rtol": 1e-8, "atol": 1e-10}
         for r in range(case["replicas"]):
             expect_array(f"dx_shards[{r}]", result[f"dx{r}"], dx[r], **tol, mistakes=self.mistakes, case=case,
                          output=f"dx{r}")
         self.expect_outputs(case, result, {"dgamma": dgamma, "dbeta": dbeta}, **tol)
-        expect(not result.get("changed"), in_place_message(result.get("changed", "")))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -439,13 +428,13 @@ class GhostBN(Exercise):
         return out
 
     def run(self, fn, case):
-        out, changed = call_watching(fn, {k: case[k] for k in ("x", "virtual_batch_size", "gamma", "beta", "eps")})
-        return {"out": out, "changed": changed}
+        out = fn(*(case[k] for k in ("x", "virtual_batch_size", "gamma", "beta", "eps")))
+        return {"out": out}
 
     def verify(self, case, result):
+        expect_inputs_unchanged(self, result)
         expect(result["out"] is not None, "ghost_batch_norm returned None: did you forget a return statement?")
         self.expect_outputs(case, result, {"out": ghost_reference(*_ghost_args(case))}, rtol=1e-8, atol=1e-10)
-        expect(not result.get("changed"), in_place_message(result.get("changed", "")))
 
 
 def _ghost_args(case):
