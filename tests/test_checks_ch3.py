@@ -270,6 +270,35 @@ def test_bn_module_gets_a_non_contiguous_batch():
     class ViewBN(FixedBN):
         def forward(self, x):
             return super().forward(x.view(-1).view(x.shape))       # .view needs a contiguous tensor
-    msg = _fails("bn_module", ViewBN, "view")
-    assert "raised RuntimeError" in msg
+    msg = _fails("bn_module", ViewBN)
+    assert msg.split("]: ", 1)[1].startswith(
+        "your forward calls .view on an input that is not contiguous in memory (this case passes a transposed "
+        "tensor, as a permute or channels_last gives you): .view only re-labels memory that is laid out in order; "
+        "use .reshape(...) (or .contiguous().view(...)) (PyTorch said: "), msg
     check("bn_module", FixedBN, quiet=True)
+
+
+def test_bn_module_that_changes_its_input_in_place_is_named():
+    class SubInPlace(FixedBN):                  # x -= mean on the leaf input: autograd refuses, the message says why
+        def forward(self, x):
+            if self.training:
+                x -= x.mean(0).detach()
+            return super().forward(x)
+    msg = _fails("bn_module", SubInPlace)
+    assert msg.split("]: ", 1)[1].startswith(
+        "your forward changes its input x in place (x -= mean, x.sub_(...) or a slice assignment): the caller's "
+        "tensor must stay as it was, and autograd refuses to change a tensor that requires grad; compute new "
+        "tensors (x - mean) (PyTorch said: "), msg
+
+    class SubInPlaceInEval(FixedBN):             # in eval mode (no grad) the caller's batch itself is changed
+        def forward(self, x):
+            out = super().forward(x)
+            if not self.training:
+                with torch.no_grad():
+                    x.mul_(2.0)
+            return out
+    msg = _fails("bn_module", SubInPlaceInEval)
+    assert msg.endswith(
+        "]: your module changed its input(s) x in place (an in-place operator such as -= or /=, a slice "
+        "assignment, or a torch method ending in _ such as sub_, on an argument); the caller's arrays must stay "
+        "as they were: compute into new arrays"), msg
