@@ -114,6 +114,7 @@ def _zca(X, eps, *, ddof=0, eps_outside=False, centre=True, rotate=True):
 
 MISTAKES = {
     ("ch1_standardize", "test_own_stats"): std_test_own_stats,
+    ("ch1_standardize", "swapped"): lambda X_train, X_test: _apply(X_train, X_train, X_test)[::-1],
     ("ch1_standardize", "ddof1"): std_sample_std,
     ("ch1_standardize", "var_not_std"): std_by_variance,
     ("ch1_standardize", "per_example"): std_per_example,
@@ -123,6 +124,9 @@ MISTAKES = {
     ("ch1_standardize", "no_guard"): std_no_guard,
 
     ("ch1_minmax", "test_own_range"): mm_test_own,
+    ("ch1_minmax", "swapped"): lambda X_train, X_test: tuple(reversed(mm_test_own(X_train, X_train)[:1]
+                                                                       + ((X_test - _span(X_train)[0])
+                                                                          / _span(X_train)[1],))),
     ("ch1_minmax", "clipped"): mm_clipped,
     ("ch1_minmax", "max_only"): mm_max_only,
     ("ch1_minmax", "max_not_range"): mm_max_not_range,

@@ -213,12 +213,12 @@ def _merge(mistake=None):
         var = within + between
         if mistake == "unbiased":
             var = var * n / (n - 1)
-        return mean, var
+        return (var, mean) if mistake == "swapped" else (mean, var)
     return merge_stats
 
 
 MISTAKES.update({("ch3_merge_stats", k): _merge(k) for k in (
-    "mean_equal_weights", "no_between", "plain_average", "equal_weights", "unbiased", "between_weight")})
+    "swapped", "mean_equal_weights", "no_between", "plain_average", "equal_weights", "unbiased", "between_weight")})
 
 # ---------------------------------------------------------------- predictions: the committed numbers
 MISTAKES.update({

@@ -134,6 +134,9 @@ class Standardize(Exercise):
         Mistake("test_own_stats", "Z_test was standardized with the TEST split's own mean and std; apply the "
                 "statistics fitted on X_train to X_test (statistics from the test split leak information and break "
                 "on small or one-class test batches)", lambda c: {"Z_test": _standardize(c["X_test"], c["X_test"])}),
+        Mistake("swapped", "your function returned its two results in the wrong order: return (Z_train, Z_test), "
+                "not (Z_test, Z_train)", lambda c: {"Z_train": _standardize(c["X_train"], c["X_test"]),
+                                                    "Z_test": _standardize(c["X_train"], c["X_train"])}),
         Mistake("ddof1", "you used the sample std (ddof=1, divide by N-1); standardization uses the population std "
                 "(ddof=0), so the training features get variance exactly 1",
                 _splits(lambda Xtr, X: _standardize(Xtr, X, ddof=1))),
@@ -210,6 +213,9 @@ class MinMax(Exercise):
         Mistake("clipped", "Z_test was clipped to [0, 1]: test values outside the training range must stay outside "
                 "it (clipping hides a distribution shift and makes different inputs equal); do not clip",
                 lambda c: {"Z_test": np.clip(_minmax(c["X_train"], c["X_test"]), 0.0, 1.0)}),
+        Mistake("swapped", "your function returned its two results in the wrong order: return (Z_train, Z_test), "
+                "not (Z_test, Z_train)", lambda c: {"Z_train": _minmax(c["X_train"], c["X_test"]),
+                                                    "Z_test": _minmax(c["X_train"], c["X_train"])}),
         Mistake("max_only", "you divided by the maximum only; min-max subtracts the minimum first: "
                 "(x - min) / (max - min)", _splits(lambda Xtr, X: X / Xtr.max(0))),
         Mistake("max_not_range", "you divided by the maximum instead of the range (max - min) after subtracting the "

@@ -386,6 +386,9 @@ class MergeStats(Exercise):
     )
 
     mistakes = (
+        Mistake("swapped", "your function returned its two results in the wrong order: return (mean, var), not "
+                "(var, mean)", lambda c: {"mean": _merge_var(c), "var": (c["n_a"] * c["mean_a"] + c["n_b"] * c["mean_b"])
+                                          / (c["n_a"] + c["n_b"])}),
         Mistake("mean_equal_weights", "the merged mean weights the parts equally: weight each part's mean by its size, "
                 "(n_a mean_a + n_b mean_b) / (n_a + n_b)", lambda c: {"mean": (c["mean_a"] + c["mean_b"]) / 2}),
         Mistake("no_between", "the merged variance is missing the spread BETWEEN the two parts' means: add n_a n_b "
