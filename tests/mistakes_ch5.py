@@ -348,7 +348,7 @@ MISTAKES = {
     ("ch5_spatial_forward", "eps_outside"): fwd_eps_outside,
     ("ch5_spatial_forward", "default_eps"): fwd_default_eps,
     ("ch5_spatial_forward", "var_not_std"): fwd_var_not_std,
-    ("ch5_spatial_forward", "not_centered"): fwd_not_centered,
+    ("ch5_spatial_forward", "not_centred"): fwd_not_centered,
     ("ch5_spatial_forward", "gamma_beta_swapped"): fwd_gamma_beta_swapped,
     ("ch5_spatial_forward", "no_affine"): fwd_no_affine,
     ("ch5_spatial_forward", "no_gamma"): fwd_no_gamma,
@@ -362,10 +362,10 @@ MISTAKES = {
     ("ch5_spatial_backward", "stop_gradient"): bwd_stop_gradient,
     ("ch5_spatial_backward", "no_mean_path"): bwd_no_mean_path,
     ("ch5_spatial_backward", "no_var_path"): bwd_no_var_path,
-    ("ch5_spatial_backward", "no_gamma"): bwd_no_gamma,
+    ("ch5_spatial_backward", "dx_no_gamma"): bwd_no_gamma,
     ("ch5_spatial_backward", "unbiased"): bwd_unbiased,
-    ("ch5_spatial_backward", "default_eps"): bwd_default_eps,
-    ("ch5_spatial_backward", "per_sample"): bwd_per_sample,
+    ("ch5_spatial_backward", "dx_default_eps"): bwd_default_eps,
+    ("ch5_spatial_backward", "dx_per_sample"): bwd_per_sample,
     ("ch5_spatial_backward", "per_position"): bwd_per_position,
     ("ch5_spatial_backward", "count_n"): bwd_count_n,
     ("ch5_spatial_backward", "dgamma_wrong_axes"): bwd_dgamma_wrong_axes,
@@ -403,3 +403,103 @@ MISTAKES = {
     ("ch5_eval_backward", "dx_no_eps"): eval_dx_no_eps,
     ("ch5_eval_backward", "dx_default_eps"): eval_dx_default_eps,
 }
+
+
+# ---------------------------------------------------------------- ch5_batchnorm2d and ch5_debug_bn2d: modules
+import torch  # noqa: E402  (the module exercises only)
+from torch import nn  # noqa: E402
+
+
+class _BatchNorm2d(nn.Module):
+    """A from-scratch BatchNorm2d (num_batches_tracked, momentum=None) that makes the mistake named by ``slip``."""
+
+    slip = ""
+
+    def __init__(self, num_features, eps=1e-5, momentum=0.1):
+        super().__init__()
+        self.eps, self.momentum = eps, momentum
+        self.weight = nn.Parameter(torch.ones(num_features))
+        self.bias = nn.Parameter(torch.zeros(num_features))
+        self.register_buffer("running_mean", torch.full((num_features,), 1.0 if self.slip == "mean_starts_at_1" else 0.0))
+        self.register_buffer("running_var", torch.full((num_features,), 0.0 if self.slip == "var_starts_at_0" else 1.0))
+        self.register_buffer("num_batches_tracked", torch.tensor(0, dtype=torch.long))
+
+    def _eps(self):
+        return 1e-5 if self.slip == "default_eps" else self.eps
+
+    def _normalize(self, x, mean, var, eps):
+        slip = self.slip
+        if slip == "no_eps":
+            return (x - mean) / torch.sqrt(var)
+        if slip == "eps_outside":
+            return (x - mean) / (torch.sqrt(var) + eps)
+        if slip == "var_not_std":
+            return (x - mean) / (var + eps)
+        if slip == "not_centred":
+            return x / torch.sqrt(var + eps)
+        return (x - mean) / torch.sqrt(var + eps)
+
+    def forward(self, x):
+        slip, p = self.slip, (1, -1, 1, 1)
+        channel_axes = (0, 2, 3)
+        if self.training or slip == "eval_batch_stats":
+            axes = {"whole_batch": (0, 1, 2, 3), "per_sample": (1, 2, 3), "instance_norm": (2, 3),
+                    "per_position": (0,)}.get(slip, channel_axes)
+            mean = x.mean(dim=axes, keepdim=True)
+            var = x.var(dim=axes, unbiased=slip == "ddof1", keepdim=True)
+            if slip in ("stop_gradient", "mean_without_grad"):
+                mean = mean.detach()
+            if slip in ("stop_gradient", "var_without_grad"):
+                var = var.detach()
+        else:
+            mean, var = self.running_mean.reshape(p), self.running_var.reshape(p)
+        if self.training or slip == "updated_in_eval":
+            with torch.no_grad():
+                if self.training:
+                    self.num_batches_tracked += 1
+                w = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
+                if slip == "momentum_reversed":
+                    w = 1.0 - w
+                batch_mean = x.mean(dim=channel_axes)
+                batch_var = x.var(dim=channel_axes, unbiased=False)
+                m = x.numel() // x.shape[1] if slip != "bessel_batch_size" else x.shape[0]
+                stored = batch_var if slip == "var_no_bessel" else batch_var * m / (m - 1)
+                new_mean = {"mean_replaced": batch_mean, "mean_not_updated": self.running_mean}.get(
+                    slip, (1 - w) * self.running_mean + w * batch_mean)
+                new_var = {"var_replaced": stored, "var_not_updated": self.running_var}.get(
+                    slip, (1 - w) * self.running_var + w * stored)
+                self.running_mean.copy_(new_mean)
+                self.running_var.copy_(new_var)
+        eps = self._eps()
+        if not self.training and slip == "eval_no_eps":
+            x_hat = (x - mean) / torch.sqrt(var)
+        else:
+            x_hat = self._normalize(x, mean, var, eps)
+        gamma, beta = self.weight.reshape(p), self.bias.reshape(p)
+        if slip == "gamma_beta_swapped":
+            return beta * x_hat + gamma
+        if slip == "no_affine":
+            return x_hat
+        if slip == "no_gamma":
+            return x_hat + beta
+        if slip == "no_beta":
+            return gamma * x_hat
+        return gamma * x_hat + beta
+
+
+def _module_with(slip):
+    return type(f"BatchNorm2d_{slip}", (_BatchNorm2d,), {"slip": slip})
+
+
+MODULE_SLIPS = ("ddof1", "no_eps", "eps_outside", "default_eps", "var_not_std", "not_centred", "gamma_beta_swapped",
+                "no_affine", "no_gamma", "no_beta", "whole_batch", "per_sample", "instance_norm", "per_position",
+                "stop_gradient", "mean_without_grad", "var_without_grad", "mean_starts_at_1", "var_starts_at_0",
+                "momentum_reversed", "bessel_batch_size", "var_no_bessel", "mean_replaced", "var_replaced",
+                "mean_not_updated", "var_not_updated", "updated_in_eval", "eval_batch_stats", "eval_no_eps")
+
+for _name in ("ch5_batchnorm2d", "ch5_debug_bn2d"):
+    for _slip in MODULE_SLIPS:
+        MISTAKES[(_name, _slip)] = _module_with(_slip)
+
+#: an independent right answer for each module exercise (the solutions notebook has its own)
+CORRECT = {"ch5_batchnorm2d": _module_with(""), "ch5_debug_bn2d": _module_with("")}

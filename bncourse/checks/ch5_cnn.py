@@ -6,7 +6,8 @@ Exercises (what the student passes to :func:`bncourse.checks.check`):
                           x: (N, C, H, W) float64, gamma/beta: (C,)
 ``ch5_spatial_backward``  ``spatial_batchnorm_backward(dout, x, gamma, eps) -> (dx, dgamma, dbeta)``
 ``ch5_batchnorm2d``       a class ``BatchNorm2d(num_features, eps=1e-5, momentum=0.1)``, a
-                          ``torch.nn.Module`` that behaves like ``torch.nn.BatchNorm2d`` on float32 input
+                          ``torch.nn.Module`` that behaves like ``torch.nn.BatchNorm2d`` on float32 input,
+                          ``num_batches_tracked`` and ``momentum=None`` (the cumulative average) included
 ``ch5_fold_conv``         ``fold_bn_into_conv(weight, bias, gamma, beta, running_mean, running_var, eps)
                           -> (folded_weight, folded_bias)``, weight: (C_out, C_in, kH, kW)
 ``ch5_eval_backward``     ``eval_batchnorm_backward(dout, x, gamma, running_mean, running_var, eps)
@@ -15,27 +16,28 @@ Exercises (what the student passes to :func:`bncourse.checks.check`):
 ``ch5_predict_bias``      a number committed before the experiment: how much the output of a training-mode
                           BN changes when the convolution before it adds 5 to its bias
 ``ch5_debug_bn2d``        a ``BatchNorm2d`` whose planted bug (the running update recorded by autograd) the
-                          student fixes; graded by the same verifier as ``ch5_batchnorm2d``
+                          student fixes; graded by the same verifier as ``ch5_batchnorm2d`` (without
+                          ``num_batches_tracked`` and ``momentum=None``, which the planted layer does not have)
 
-The mistakes of the 1-D chapter (biased variance, eps, ...) are recognised for images too, via
-:mod:`bncourse.checks.ch3_batchnorm`; this module adds the ones specific to images: per-(C, H, W)
-statistics, gamma broadcast along the wrong axis, a Bessel factor or a count with N instead of N*H*W,
-running buffers that carry autograd history, ``.view`` on an input that is not contiguous.
+The mistakes of the 1-D chapter (biased variance, eps, ...) are recognised for images too: the forward, backward
+and module mistakes and the module verifier are :mod:`bncourse.checks.bn_module`'s, shared with chapter 3's
+``bn_module`` (so both give the same feedback: gradients, running statistics, Bessel's factor with m = N*H*W,
+``momentum=None``, buffers that carry autograd history, ``.view`` on an input that is not contiguous, inputs changed
+in place). This module adds the mistakes specific to images: per-(C, H, W) statistics, a reshape that mixes
+channels, sums over the batch axis only, the count N instead of N*H*W.
 """
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 
-from .ch3_batchnorm import _NUMPY_REFERENCES, _as_numpy, record_module_steps, _backward_generic, _unpack, backward_mistakes, \
-    normalize
-from .core import (CheckFailure, Exercise, Mistake, describe_value, expect, expect_array, expect_inputs_unchanged,
-                   register)
+from . import bn_module as bn
+from .ch3_batchnorm import _NUMPY_REFERENCES
+from .shared import unpack
+from .core import CheckFailure, Exercise, Mistake, expect_array, expect_inputs_unchanged, register
 from .predict import PredictNumber
 
 __all__ = ["SpatialForward", "SpatialBackward", "BatchNorm2dModule", "FoldConv", "EvalBackward", "PredictBias",
-           "DebugBatchNorm2d", "spatial_mistakes", "SPATIAL_FORWARD_MISTAKES", "SPATIAL_BACKWARD_MISTAKES",
+           "DebugBatchNorm2d", "SPATIAL_FORWARD_MISTAKES", "SPATIAL_BACKWARD_MISTAKES",
            "fold_reference", "FOLD_MISTAKES"]
 
 _GAMMA_AXIS = ("gamma and beta have shape (C,) and must broadcast along the channel axis 1: reshape them to "
@@ -56,57 +58,10 @@ def _image_case(rng, n, c, h, w):
 _SHAPES = ((4, 3, 5, 6, 1e-5), (2, 2, 3, 3, 0.1), (6, 4, 2, 5, 1e-3), (3, 5, 4, 5, 1e-5))
 
 
-def spatial_mistakes(x, gamma, beta, eps) -> dict[str, Any]:
-    """Forward mistakes for (N, C, H, W) as ``{message: out}`` (the BatchNorm2d module's output check uses them)."""
-    case = {"x": x, "gamma": gamma, "beta": beta, "eps": eps}
-    out = {}
-    for m in SPATIAL_FORWARD_MISTAKES:
-        out[m.message] = (lambda m=m: (m.wrong(case) or {}).get("out"))
-    return out
-
-
-def _fwd_args(case):
-    return case["x"], case["gamma"].reshape(1, -1, 1, 1), case["beta"].reshape(1, -1, 1, 1), case["eps"]
-
-
-def _fwd(id_, message, out_of):
-    """A forward mistake: out = out_of(x, g, b, eps) with g, b reshaped to (1, C, 1, 1)."""
-    return Mistake(id_, message, lambda c: {"out": out_of(*_fwd_args(c))})
-
-
-#: the training-mode forward mistakes for (N, C, H, W) input (chapter 3's, in their per-channel wording, and the
-#: ones specific to images). gamma and beta left as (C,) broadcast along W: that raises on every case with W != C,
-#: and run names it (_broadcast_hint) before any case is verified, so it is no Mistake here
-SPATIAL_FORWARD_MISTAKES = (
-    _fwd("ddof1", "you normalized with the unbiased variance (ddof=1, dividing by N-1); batch norm normalizes with "
-         "the biased variance that divides by N (the unbiased one is only for running_var)",
-         lambda x, g, b, e: g * normalize(x, e, ddof=1) + b),
-    _fwd("no_eps", "eps is missing: add it to the variance inside the square root, sqrt(var + eps)",
-         lambda x, g, b, e: g * normalize(x, e, eps_mode="missing") + b),
-    _fwd("eps_outside", "eps is outside the square root: use sqrt(var + eps), not sqrt(var) + eps",
-         lambda x, g, b, e: g * normalize(x, e, eps_mode="outside") + b),
-    _fwd("default_eps", "your code ignores the eps it is given and uses 1e-5 (a default argument or a constant): use "
-         "the eps passed in", lambda x, g, b, e: g * normalize(x, 1e-5) + b),
-    _fwd("var_not_std", "you divided by the variance instead of the standard deviation; use sqrt(var + eps)",
-         lambda x, g, b, e: g * normalize(x, e, power=1.0) + b),
-    _fwd("not_centered", "you did not subtract the batch mean before dividing by the standard deviation",
-         lambda x, g, b, e: g * normalize(x, e, center=False) + b),
-    _fwd("gamma_beta_swapped", "gamma and beta are swapped: out = gamma * x_hat + beta (gamma scales, beta shifts)",
-         lambda x, g, b, e: b * normalize(x, e) + g),
-    _fwd("no_affine", "gamma and beta are missing: out = gamma * x_hat + beta, not just x_hat",
-         lambda x, g, b, e: normalize(x, e) + 0.0 * g),
-    _fwd("no_gamma", "gamma is missing: scale by it, out = gamma * x_hat + beta", lambda x, g, b, e: normalize(x, e) + b),
-    _fwd("no_beta", "beta is missing: shift by it, out = gamma * x_hat + beta", lambda x, g, b, e: g * normalize(x, e)),
-    _fwd("whole_batch", "you took the mean and variance over the whole batch at once; batch norm takes them per "
-         "channel (one mean and one variance for each channel)",
-         lambda x, g, b, e: g * normalize(x, e, axes=(0, 1, 2, 3)) + b),
-    _fwd("per_sample", "you took the statistics per sample over (C, H, W) (axis=(1, 2, 3)) instead of per channel "
-         "over (N, H, W) (axis=(0, 2, 3))", lambda x, g, b, e: g * normalize(x, e, axes=(1, 2, 3)) + b),
-    _fwd("instance_norm", "you took the statistics per sample and channel over (H, W) only (that is instance norm); "
-         "batch norm takes them per channel over (N, H, W)", lambda x, g, b, e: g * normalize(x, e, axes=(2, 3)) + b),
-    _fwd("per_position", "you took the statistics over the batch axis only (axis=0), one per channel and position; "
-         "for conv layers take them per channel over (N, H, W), axis=(0, 2, 3)",
-         lambda x, g, b, e: g * normalize(x, e, axes=(0,)) + b),
+#: the training-mode forward mistakes for (N, C, H, W) input: chapter 3's (:mod:`bncourse.checks.bn_module`, in
+#: their per-channel wording) and one specific to images. gamma and beta left as (C,) broadcast along W: that raises on
+#: every case with W != C, and run names it (_broadcast_hint) before any case is verified, so it is no Mistake here
+SPATIAL_FORWARD_MISTAKES = bn.forward_mistakes(4) + (
     Mistake("reshape_without_transpose", "you normalized each channel over (N, H, W) but reshaped without moving the "
             "channel axis last first (x.reshape(-1, C) mixes channels); transpose to (N, H, W, C) before reshaping",
             lambda c: {"out": _wrong_reshape(c["x"], c["gamma"], c["beta"], c["eps"])}),
@@ -116,7 +71,7 @@ SPATIAL_FORWARD_MISTAKES = (
 def _wrong_reshape(x, gamma, beta, eps):
     n, c, h, w = x.shape
     rows = x.reshape(-1, c)
-    out = normalize(rows, eps, axes=(0,)) * gamma + beta
+    out = bn.normalize(rows, eps, axes=(0,)) * gamma + beta
     return out.reshape(x.shape)
 
 
@@ -153,7 +108,7 @@ class SpatialForward(Exercise):
         except ValueError as e:
             _broadcast_hint(e)
             raise
-        out, _cache = _unpack(ret, "spatial_batchnorm_forward", ("out", "cache"))
+        out, _cache = unpack(ret, "spatial_batchnorm_forward", ("out", "cache"))
         return {"out": out}
 
     def verify(self, case, result):
@@ -178,75 +133,20 @@ def _bwd_args(case):
     return case["dout"], case["x"], case["gamma"], case["eps"]
 
 
-def _dx(id_, message, **how):
-    """A dx mistake: the dx of a normalization with ``how`` (see ch3's _backward_generic; ``eps`` overrides)."""
-    def wrong(case):
-        dout, x, gamma, eps = _bwd_args(case)
-        return {"dx": _backward_generic(dout, x, gamma, how.get("eps", eps),
-                                        **{k: v for k, v in how.items() if k != "eps"})}
-    return Mistake(id_, message, wrong)
-
-
-def _param_grad(id_, output, message, grad_of):
-    """A dgamma or dbeta mistake: grad_of(dout, x_hat, x, eps)."""
-    return Mistake(id_, message, lambda c: {output: grad_of(c["dout"], normalize(c["x"], c["eps"]), c["x"], c["eps"])})
-
-
-_STOP = ("your dx ignores the path through the batch mean and variance (the stop-gradient mistake): mu and var depend "
-         "on x, so dx gets the terms through them too")
-_BATCH = (0, 2, 3)
-_OTHER = (1, 2, 3)
-
-#: the backward mistakes for (N, C, H, W) (chapter 3's, per channel, and the ones specific to images)
-SPATIAL_BACKWARD_MISTAKES = (
-    Mistake("swapped", "dgamma and dbeta are swapped: dgamma = sum(dout * x_hat), dbeta = sum(dout)",
-            lambda c: {"dgamma": c["dout"].sum(axis=_BATCH), "dbeta": (c["dout"] * normalize(c["x"], c["eps"]))
-                       .sum(axis=_BATCH)}),
-    _dx("stop_gradient", _STOP, through_mean=False, through_var=False),
-    _dx("no_mean_path", "your dx ignores the path through the batch mean: mu depends on x, add that term",
-        through_mean=False),
-    _dx("no_var_path", "your dx ignores the path through the batch variance: var depends on x, add that term",
-        through_var=False),
-    _dx("no_gamma", "your dx forgets the factor gamma: going back through out = gamma * x_hat + beta gives "
-        "dx_hat = dout * gamma", use_gamma=False),
-    _dx("unbiased", "your dx is the gradient of a batch norm with the unbiased variance (N-1); the forward pass "
-        "normalizes with the biased one (N)", ddof=1),
-    _dx("default_eps", "your dx ignores the eps it is given and uses 1e-5 (a default argument or a constant): the "
-        "backward pass must use the forward pass's eps", eps=1e-5),
-    _dx("per_sample", "your dx takes the statistics per sample over (C, H, W) instead of per channel over (N, H, W)",
-        axes=_OTHER),
-    _dx("per_position", "your dx takes the statistics per (C, H, W) position over the batch only (axis=0); batch norm "
-        "for images takes them per channel over (N, H, W)", axes=(0,)),
+#: the backward mistakes for (N, C, H, W): chapter 3's (:mod:`bncourse.checks.bn_module`) and the ones specific to
+#: images (statistics per position, sums over the batch axis only, the count N instead of N * H * W)
+SPATIAL_BACKWARD_MISTAKES = bn.backward_mistakes(4) + (
+    Mistake("per_position", "your dx takes the statistics per (C, H, W) position over the batch only (axis=0); batch "
+            "norm for images takes them per channel over (N, H, W)",
+            lambda c: {"dx": bn.backward_generic(*_bwd_args(c), axes=(0,))}),
     Mistake("count_n", "your dx uses the count m = N; each channel's statistics are taken over m = N * H * W values, "
             "so the closed form needs m = N * H * W",
             lambda c: {"dx": _dx_with_count(*_bwd_args(c), c["x"].shape[0])}),
-    _param_grad("dgamma_wrong_axes", "dgamma", "dgamma is summed over the wrong axes: sum dout * x_hat over the batch "
-                "(axis=(0, 2, 3)), one value per channel, not over the features",
-                lambda d, xh, x, e: (d * xh).sum(axis=_OTHER)),
-    _param_grad("dgamma_all_axes", "dgamma", "dgamma is summed over all axes: sum over the batch only (axis=(0, 2, "
-                "3)), one value per channel", lambda d, xh, x, e: np.asarray((d * xh).sum())),
-    _param_grad("dgamma_not_summed", "dgamma", "dgamma is not summed: gamma is shared by the whole batch, so sum "
-                "dout * x_hat over axis=(0, 2, 3)", lambda d, xh, x, e: d * xh),
-    _param_grad("dgamma_uses_x", "dgamma", "dgamma uses x instead of the normalized x_hat: dgamma = sum(dout * "
-                "x_hat)", lambda d, xh, x, e: (d * x).sum(axis=_BATCH)),
-    _param_grad("dgamma_default_eps", "dgamma", "dgamma uses an x_hat normalized with eps = 1e-5 instead of the eps "
-                "it is given", lambda d, xh, x, e: (d * normalize(x, 1e-5)).sum(axis=_BATCH)),
-    _param_grad("dgamma_unbiased", "dgamma", "dgamma uses an x_hat normalized with the unbiased variance (N-1); the "
-                "forward pass normalizes with the biased one (N)",
-                lambda d, xh, x, e: (d * normalize(x, e, ddof=1)).sum(axis=_BATCH)),
-    _param_grad("dgamma_per_sample", "dgamma", "dgamma uses an x_hat whose statistics were taken per sample instead "
-                "of per channel", lambda d, xh, x, e: (d * normalize(x, e, axes=_OTHER)).sum(axis=_BATCH)),
-    _param_grad("dgamma_batch_only", "dgamma", "dgamma is summed over the batch only (axis=0): gamma is shared by "
-                "every position too, so sum dout * x_hat over (N, H, W), axis=(0, 2, 3)",
-                lambda d, xh, x, e: (d * xh).sum(axis=0)),
-    _param_grad("dbeta_wrong_axes", "dbeta", "dbeta is summed over the wrong axes: sum dout over the batch (axis=(0, "
-                "2, 3)), one value per channel, not over the features", lambda d, xh, x, e: d.sum(axis=_OTHER)),
-    _param_grad("dbeta_all_axes", "dbeta", "dbeta is summed over all axes: sum over the batch only (axis=(0, 2, 3)), "
-                "one value per channel", lambda d, xh, x, e: np.asarray(d.sum())),
-    _param_grad("dbeta_not_summed", "dbeta", "dbeta is not summed: beta is shared by the whole batch, so sum dout "
-                "over axis=(0, 2, 3)", lambda d, xh, x, e: d),
-    _param_grad("dbeta_batch_only", "dbeta", "dbeta is summed over the batch only (axis=0): beta is shared by every "
-                "position too, so sum dout over (N, H, W), axis=(0, 2, 3)", lambda d, xh, x, e: d.sum(axis=0)),
+    Mistake("dgamma_batch_only", "dgamma is summed over the batch only (axis=0): gamma is shared by every position "
+            "too, so sum dout * x_hat over (N, H, W), axis=(0, 2, 3)",
+            lambda c: {"dgamma": (c["dout"] * bn.normalize(c["x"], c["eps"])).sum(axis=0)}),
+    Mistake("dbeta_batch_only", "dbeta is summed over the batch only (axis=0): beta is shared by every position too, "
+            "so sum dout over (N, H, W), axis=(0, 2, 3)", lambda c: {"dbeta": c["dout"].sum(axis=0)}),
 )
 
 
@@ -277,7 +177,7 @@ class SpatialBackward(Exercise):
         except ValueError as e:
             _broadcast_hint(e)
             raise
-        dx, dgamma, dbeta = _unpack(ret, "spatial_batchnorm_backward", ("dx", "dgamma", "dbeta"))
+        dx, dgamma, dbeta = unpack(ret, "spatial_batchnorm_backward", ("dx", "dgamma", "dbeta"))
         return {"dx": dx, "dgamma": dgamma, "dbeta": dbeta}
 
     def verify(self, case, result):
@@ -290,157 +190,59 @@ class SpatialBackward(Exercise):
 
 
 # --------------------------------------------------------------------------------------------
-# BatchNorm2d module
+# BatchNorm2d module: chapter 3's module verifier (bncourse.checks.bn_module), on (N, C, H, W)
 # --------------------------------------------------------------------------------------------
-_MODULE_CASES = ((3, 4, 5, 5, 1e-5, 0.1), (2, 6, 3, 4, 0.1, 0.3), (4, 2, 2, 3, 1e-3, 0.1))
+#: (C, N, H, W, eps, momentum); momentum=None is PyTorch's cumulative average, weight 1 / num_batches_tracked
+_MODULE_CASES = ((3, 4, 5, 5, 1e-5, 0.1), (2, 6, 3, 4, 0.1, 0.3), (4, 2, 2, 3, 1e-3, None))
+#: the debugging exercise keeps the planted layer's constructor: a momentum, no num_batches_tracked
+_DEBUG_CASES = ((3, 4, 5, 5, 1e-5, 0.1), (2, 6, 3, 4, 0.1, 0.3), (4, 2, 2, 3, 1e-3, 0.1))
 
 
-_TRACKED_BUFFERS = (
-    "running_mean or running_var carries autograd history after a training step (it requires grad or has a "
-    "grad_fn): the running update was recorded by autograd. Do it under torch.no_grad() (or from .detach()ed "
-    "statistics); otherwise each step's graph stays alive through the buffers, memory grows with every step, and "
-    "a backward pass in eval mode runs into old graphs ('Trying to backward through the graph a second time')")
+def _module_cases(rng, shapes) -> list[dict]:
+    """float32 cases for :class:`bncourse.checks.bn_module.BNModuleExercise`: two training batches, an eval batch."""
+    out = []
+    for i, (c, n, h, w, eps, momentum) in enumerate(shapes):
+        x1, gamma, beta = _image_case(rng, n, c, h, w)
+        x2, _, _ = _image_case(rng, n + 1, c, h, w)
+        x3, _, _ = _image_case(rng, 2, c, h, w)
+        if i == 1:
+            # a channel with a small spread (std 0.03) in the case with eps = 0.1: there eps = 1e-5 and no eps at
+            # all normalize visibly differently (elsewhere both are within float32's tolerance of each other)
+            for x in (x1, x2):
+                x[:, 0] = x[:, 0].mean() + 0.03 * rng.normal(size=x[:, 0].shape)
+        out.append({"num_features": c, "eps": eps, "momentum": momentum,
+                    "x1": x1.astype(np.float32), "x2": x2.astype(np.float32), "x3": x3.astype(np.float32),
+                    "gamma": gamma.astype(np.float32), "beta": beta.astype(np.float32),
+                    "dout": rng.normal(size=x1.shape).astype(np.float32)})
+    return out
 
 
-def _maybe_transposed(x: np.ndarray, non_contiguous: bool):
-    """x as a float tensor; non_contiguous: the same values, laid out with H and W swapped in memory."""
-    import torch
-
-    if not non_contiguous:
-        return torch.from_numpy(x)
-    return torch.from_numpy(np.ascontiguousarray(x.transpose(0, 1, 3, 2))).transpose(2, 3)
+#: the module mistakes that can occur with these cases (every case keeps running statistics, affine=True)
+_MODULE_MISTAKES = tuple(m for m in bn.module_mistakes(4) if m.id != "no_running_stats_in_eval")
 
 
 @register
-class BatchNorm2dModule(Exercise):
+class BatchNorm2dModule(bn.BNModuleExercise):
     name = "ch5_batchnorm2d"
     title = "a BatchNorm2d module, drop-in for torch.nn.BatchNorm2d"
     references = _NUMPY_REFERENCES
     hints = (
-        "a module owns parameters (weight, bias: trained by backprop) and buffers (running_mean, running_var: "
-        "trained by the running update); self.training says which statistics to normalize with",
+        "a module owns parameters (weight, bias: trained by backprop) and buffers (running_mean, running_var, "
+        "num_batches_tracked: updated by counting and averaging); self.training says which statistics to normalize "
+        "with",
         "in training mode take mean and biased variance over dims (0, 2, 3) with torch operations, shape (C,), "
         "and reshape to (1, C, 1, 1) to broadcast; use reshape, not view (the input may not be contiguous)",
-        "update running = (1 - momentum) * running + momentum * stat inside torch.no_grad(), storing the variance "
-        "times m / (m - 1), m = N * H * W; in eval mode normalize with the buffers and update nothing",
+        "inside torch.no_grad(): add 1 to num_batches_tracked, then running = (1 - w) * running + w * stat with "
+        "w = momentum, or w = 1 / num_batches_tracked when momentum is None, storing the variance times m / (m - 1), "
+        "m = N * H * W; in eval mode normalize with the buffers and update nothing",
     )
+    ndim = 4
+    module_name = "BatchNorm2d"
+    count_batches = True
+    mistakes = _MODULE_MISTAKES
 
     def cases(self, rng):
-        out = []
-        for i, (c, n, h, w, eps, momentum) in enumerate(_MODULE_CASES):
-            x1, gamma, beta = _image_case(rng, n, c, h, w)
-            x2, _, _ = _image_case(rng, n + 1, c, h, w)
-            x3, _, _ = _image_case(rng, 2, c, h, w)
-            out.append({"num_features": c, "eps": eps, "momentum": momentum,
-                        "non_contiguous": i == len(_MODULE_CASES) - 1,    # the last case: x1 is a transposed view
-                        "x1": x1.astype(np.float32), "x2": x2.astype(np.float32), "x3": x3.astype(np.float32),
-                        "gamma": gamma.astype(np.float32), "beta": beta.astype(np.float32),
-                        "dout": rng.normal(size=x1.shape).astype(np.float32)})
-        return out
-
-    def run(self, fn, case):
-        import torch
-
-        c = case["num_features"]
-        m = fn(c, eps=case["eps"], momentum=case["momentum"])
-        if not isinstance(m, torch.nn.Module):
-            raise CheckFailure("BatchNorm2d(...) must create a torch.nn.Module: subclass nn.Module and call "
-                               "super().__init__() first")
-        params = dict(m.named_parameters())
-        if "weight" not in params or "bias" not in params:
-            raise CheckFailure("the module needs parameters named weight (gamma) and bias (beta), registered as "
-                               f"nn.Parameter; it has {sorted(params) or 'none'}")
-        res: dict[str, Any] = {"weight_shape": np.asarray(tuple(m.weight.shape), dtype=np.int64)}
-        res["running_mean_0"] = _as_numpy(getattr(m, "running_mean", None))
-        res["running_var_0"] = _as_numpy(getattr(m, "running_var", None))
-        if tuple(m.weight.shape) == (c,):
-            with torch.no_grad():
-                m.weight.copy_(torch.from_numpy(case["gamma"]))
-                m.bias.copy_(torch.from_numpy(case["beta"]))
-        m.train()
-        x1 = _maybe_transposed(case["x1"], case.get("non_contiguous", False)).requires_grad_(True)
-        try:
-            y1 = m(x1)
-        except RuntimeError as e:
-            if "view size is not compatible" in str(e) or ("view" in str(e) and "contiguous" in str(e)):
-                raise CheckFailure(
-                    "your forward calls .view on an input that is not contiguous in memory (this case passes a "
-                    "transposed tensor, as a permute or channels_last gives you): .view only re-labels memory "
-                    f"that is laid out in order; use .reshape(...) (or .contiguous().view(...)) (PyTorch said: {e})"
-                ) from None
-            if "size" in str(e) or "broadcast" in str(e):
-                raise CheckFailure(f"{_GAMMA_AXIS} (PyTorch said: {e})") from None
-            raise
-        if not isinstance(y1, torch.Tensor):
-            raise CheckFailure(f"forward must return a torch.Tensor; it returned {describe_value(y1)}")
-        res["buffers_track_grad"] = any(
-            isinstance(b, torch.Tensor) and (b.requires_grad or b.grad_fn is not None)
-            for b in (getattr(m, "running_mean", None), getattr(m, "running_var", None)))
-        return record_module_steps(m, x1, y1, case, res, affine=True)
-
-    def verify(self, case, result):
-        from bncourse.bn_numpy import batchnorm_backward, batchnorm_forward, batchnorm_forward_inference
-        from bncourse.running_stats import update_running_stats
-
-        c, eps, mom = case["num_features"], case["eps"], case["momentum"]
-        x1, x2, x3 = (case[k].astype(np.float64) for k in ("x1", "x2", "x3"))
-        gamma, beta = case["gamma"].astype(np.float64), case["beta"].astype(np.float64)
-        dout = case["dout"].astype(np.float64)
-        tol = {"rtol": 1e-4, "atol": 1e-4, "dtype": np.float32}
-        shape = tuple(int(v) for v in result["weight_shape"])
-        expect(shape == (c,),
-               f"weight (gamma) has shape {shape}; batch norm for images has one gamma and one beta per channel, "
-               f"shape (C,) = ({c},), not one per (C, H, W) position")
-        out1, cache = batchnorm_forward(x1, gamma, beta, eps)
-        expect_array("the output in training mode", result["out1"], out1, **tol,
-                     mistakes=spatial_mistakes(x1, gamma, beta, eps))
-        expect(not result.get("buffers_track_grad", False), _TRACKED_BUFFERS)
-        if result.get("dx1") is None:
-            raise CheckFailure("x.grad is None after out.backward(): compute the output with torch operations on "
-                               "the input so autograd can differentiate it (no .numpy(), no .detach())")
-        dx, dgamma, dbeta = batchnorm_backward(dout, cache)
-        bm = backward_mistakes(dout, x1, gamma, eps)
-        expect_array("x.grad (the gradient through your module)", result["dx1"], dx, **tol, mistakes=bm["dx"])
-        expect_array("weight.grad", result["dgamma"], dgamma, **tol, mistakes=bm["dgamma"])
-        expect_array("bias.grad", result["dbeta"], dbeta, **tol, mistakes=bm["dbeta"])
-
-        for k, want0 in (("running_mean_0", 0.0), ("running_var_0", 1.0)):
-            if result[k] is None:
-                raise CheckFailure(f"the module has no {k[:-2]}: register it with self.register_buffer('{k[:-2]}', ...)")
-            expect_array(f"the initial {k[:-2]}", result[k], np.full(c, want0), **tol,
-                         mistakes={"running_mean must start at 0 and running_var at 1": np.full(c, 1.0 - want0)})
-        rm, rv = np.zeros(c), np.ones(c)
-        for step, x in ((1, x1), (2, x2)):
-            n, _, h, w = x.shape
-            m_values = n * h * w
-            bmean, bvar = x.mean(axis=(0, 2, 3)), x.var(axis=(0, 2, 3))
-            want_m, want_v = update_running_stats(rm, rv, bmean, bvar, m_values, mom)
-            wrong_bessel = (1 - mom) * rv + mom * bvar * n / (n - 1)
-            reversed_v = mom * rv + (1 - mom) * bvar * m_values / (m_values - 1)
-            after = "the first" if step == 1 else "the second"
-            expect_array(f"running_mean after {after} training batch", result[f"running_mean_{step}"], want_m, **tol,
-                         mistakes={"the momentum convention is reversed: PyTorch's momentum weights the NEW batch "
-                                   "value, running = (1 - momentum) * running + momentum * batch":
-                                   mom * rm + (1 - mom) * bmean,
-                                   "the running mean was not updated in training mode": rm})
-            expect_array(f"running_var after {after} training batch", result[f"running_var_{step}"], want_v, **tol,
-                         mistakes={"the Bessel correction uses N / (N - 1), but each channel's variance is taken "
-                                   "over m = N * H * W values: use m / (m - 1)": wrong_bessel,
-                                   "running_var is stored without Bessel's correction m / (m - 1), m = N * H * W":
-                                   (1 - mom) * rv + mom * bvar,
-                                   "the momentum convention is reversed: PyTorch's momentum weights the NEW batch "
-                                   "value, running = (1 - momentum) * running + momentum * batch": reversed_v,
-                                   "the running variance was not updated in training mode": rv})
-            rm, rv = want_m, want_v
-        expect_array("running_mean after a batch in eval mode", result["running_mean_3"], rm, **tol,
-                     mistakes={"running statistics were updated in eval mode; only training mode updates them":
-                               update_running_stats(rm, rv, x3.mean(axis=(0, 2, 3)), x3.var(axis=(0, 2, 3)),
-                                                    x3.size // c, mom)[0]})
-        want3 = batchnorm_forward_inference(x3, gamma, beta, rm, rv, eps)
-        expect_array("the output in eval mode", result["out3"], want3, **tol, mistakes={
-            "eval mode normalized with the batch statistics; it must use running_mean and running_var":
-                lambda: batchnorm_forward(x3, gamma, beta, eps)[0],
-        })
+        return _module_cases(rng, _MODULE_CASES)
 
 
 # --------------------------------------------------------------------------------------------
@@ -532,7 +334,7 @@ class FoldConv(Exercise):
                                    "scale output channel k (axis 0 of the kernel): weight * a.reshape(-1, 1, 1, 1) "
                                    f"(NumPy said: {e})") from None
             raise
-        w, b = _unpack(ret, "fold_bn_into_conv", ("folded_weight", "folded_bias"))
+        w, b = unpack(ret, "fold_bn_into_conv", ("folded_weight", "folded_bias"))
         return {"weight": w, "bias": b}
 
     def verify(self, case, result):
@@ -586,7 +388,7 @@ EVAL_BACKWARD_MISTAKES = (
             "so sum over (N, H, W), axis=(0, 2, 3)", lambda c: {"dbeta": c["dout"].sum(axis=0)}),
     _eval_dgamma("dgamma_batch_stats", "dgamma uses x_hat normalized with the BATCH statistics; in eval mode the "
                  "forward pass normalized with running_mean and running_var, so x_hat = (x - running_mean) / "
-                 "sqrt(running_var + eps)", lambda d, x, rm, rv, e: (d * normalize(x, e)).sum(axis=(0, 2, 3))),
+                 "sqrt(running_var + eps)", lambda d, x, rm, rv, e: (d * bn.normalize(x, e)).sum(axis=(0, 2, 3))),
     _eval_dgamma("dgamma_batch_only", "dgamma is summed over the batch only (axis=0): sum over (N, H, W), axis=(0, 2, "
                  "3)", lambda d, x, rm, rv, e: (d * (x - rm) / np.sqrt(rv + e)).sum(axis=0)),
     _eval_dgamma("dgamma_uses_x", "dgamma uses x instead of x_hat: dgamma = sum(dout * x_hat)",
@@ -597,7 +399,7 @@ EVAL_BACKWARD_MISTAKES = (
                  lambda d, x, rm, rv, e: (d * (x - rm) / np.sqrt(rv + 1e-5)).sum(axis=(0, 2, 3))),
     _eval_dx("training_backward", "this is the training-mode backward (gradients through the batch mean and "
              "variance); in eval mode the statistics are constants, so dx = dout * gamma / sqrt(running_var + eps)",
-             lambda d, x, g, rm, rv, e: _backward_generic(d, x, g, e)),
+             lambda d, x, g, rm, rv, e: bn.backward_generic(d, x, g, e)),
     _eval_dx("training_form_running", "this is the training-mode backward evaluated with the running statistics; in "
              "eval mode no gradient flows through any statistic: dx = dout * gamma / sqrt(running_var + eps)",
              lambda d, x, g, rm, rv, e: _train_form_with(d, x, g, rm, rv, e)),
@@ -643,7 +445,7 @@ class EvalBackward(Exercise):
         except ValueError as e:
             _broadcast_hint(e)
             raise
-        dx, dgamma, dbeta = _unpack(ret, "eval_batchnorm_backward", ("dx", "dgamma", "dbeta"))
+        dx, dgamma, dbeta = unpack(ret, "eval_batchnorm_backward", ("dx", "dgamma", "dbeta"))
         return {"dx": dx, "dgamma": dgamma, "dbeta": dbeta}
 
     def verify(self, case, result):
@@ -701,3 +503,7 @@ class DebugBatchNorm2d(BatchNorm2dModule):
         "only the two lines that update the buffers must leave autograd (a context manager does it, or detached "
         "statistics); the normalization itself stays recorded, so that gradients still flow to x, weight and bias",
     )
+    count_batches = False
+
+    def cases(self, rng):
+        return _module_cases(rng, _DEBUG_CASES)
