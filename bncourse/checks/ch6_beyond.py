@@ -22,6 +22,7 @@ import numpy as np
 
 from .core import CheckFailure, Exercise, Mistake, expect_inputs_unchanged, register
 from .predict import PredictChoice, PredictNumber
+from .shared import unpack
 
 __all__ = ["GroupNormExercise", "LayerNormBackward", "PredictTwoSamples", "PredictBatchDependence", "DebugSeqNorm",
            "group_norm_reference", "GROUP_NORM_MISTAKES", "layer_norm_backward_reference"]
@@ -238,9 +239,8 @@ class LayerNormBackward(Exercise):
         return out
 
     def run(self, fn, case):
-        from .ch3_batchnorm import _unpack
         ret = fn(*(case[k] for k in ("dout", "x", "gamma", "eps")))
-        dx, dgamma, dbeta = _unpack(ret, "layer_norm_backward", ("dx", "dgamma", "dbeta"))
+        dx, dgamma, dbeta = unpack(ret, "layer_norm_backward", ("dx", "dgamma", "dbeta"))
         return {"dx": dx, "dgamma": dgamma, "dbeta": dbeta}
 
     def verify(self, case, result):
