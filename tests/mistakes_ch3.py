@@ -71,14 +71,16 @@ def _backward(mistake=None):
         dxc = dxh * inv
         if mistake not in ("stop_gradient", "no_var_path"):
             dvar = (dxh * xc).sum(axis=axis, keepdims=True) * -0.5 * inv ** 3
-            dxc = dxc + dvar * 2 * xc / (n - ddof)
+            dxc = dxc + dvar * 2 * xc / (1 if mistake == "var_path_no_1_over_n" else n - ddof)
         if mistake not in ("stop_gradient", "no_mean_path"):
-            dxc = dxc - dxc.sum(axis=axis, keepdims=True) / n
+            dmu = -dxc.sum(axis=axis, keepdims=True)
+            dxc = dxc + (dmu if mistake == "mean_path_no_1_over_n" else dmu / n)
         return dxc, dgamma, dbeta
     return batchnorm_backward
 
 
-BACKWARD_IDS = ("stop_gradient", "no_mean_path", "no_var_path", "dx_no_gamma", "unbiased", "dx_default_eps",
+BACKWARD_IDS = ("stop_gradient", "no_mean_path", "no_var_path", "mean_path_no_1_over_n", "var_path_no_1_over_n",
+                "dx_no_gamma", "unbiased", "dx_default_eps",
                 "dx_per_sample", "dgamma_wrong_axes", "dgamma_all_axes", "dgamma_not_summed", "dbeta_wrong_axes",
                 "dbeta_all_axes", "dbeta_not_summed", "swapped", "dgamma_uses_x", "dgamma_default_eps",
                 "dgamma_unbiased", "dgamma_per_sample")

@@ -7,7 +7,8 @@ The math (NumPy, float64; ``x`` is (N, D) or (N, C, H, W), statistics per featur
     :func:`stat_axes`, :func:`param_shape`, :func:`normalize` (with the common slips as options) and
     :func:`backward_generic` (dx of ``gamma * normalize(x) + beta`` for a normalization with those slips).
 Mistakes (:class:`~bncourse.checks.core.Mistake` tuples, built for an exercise's case keys and output names)
-    :func:`forward_mistakes`, :func:`backward_mistakes` and :func:`module_mistakes`.
+    :func:`forward_mistakes`, :func:`backward_mistakes`, :func:`backward_scale_mistakes` and
+    :func:`module_mistakes`.
 The module exercise
     :class:`BNModuleExercise`: subclass it, set ``name``, ``title``, ``hints``, ``references``, ``ndim`` (2 for
     BatchNorm1d on (N, D), 4 for BatchNorm2d on (N, C, H, W)), ``mistakes = module_mistakes(ndim)`` and write
@@ -36,6 +37,7 @@ from .core import CheckFailure, Exercise, Mistake, describe_value, expect, expec
 from .shared import to_numpy
 
 __all__ = ["stat_axes", "param_shape", "normalize", "backward_generic", "forward_mistakes", "backward_mistakes",
+           "backward_scale_mistakes",
            "module_mistakes", "BNModuleExercise", "RUNNING_STATS_GRAD_MSG", "STOP_GRADIENT", "MODULE_STOP_GRADIENT"]
 
 
@@ -70,9 +72,10 @@ def normalize(x: np.ndarray, eps: float, *, axes=None, ddof: int = 0, eps_mode: 
 
 
 def backward_generic(dout, x, gamma, eps, *, axes=None, ddof=0, through_mean=True, through_var=True,
-                     use_gamma=True):
+                     use_gamma=True, mean_scale=None, var_scale=None):
     """dx of out = gamma * normalize(x) + beta, for a normalization with the given options (m = values per
-    feature/channel over ``axes``)."""
+    feature/channel over ``axes``); ``mean_scale`` / ``var_scale`` replace the 1/m of the path through the mean /
+    the variance (a slip: 1.0, the 1/m forgotten)."""
     axes = stat_axes(x) if axes is None else axes
     m = int(np.prod([x.shape[a] for a in axes]))
     g = np.reshape(gamma, param_shape(x)) if use_gamma else 1.0
@@ -84,9 +87,9 @@ def backward_generic(dout, x, gamma, eps, *, axes=None, ddof=0, through_mean=Tru
     dxc = dxhat * inv_std
     if through_var:
         dvar = (dxhat * xc).sum(axis=axes, keepdims=True) * -0.5 * inv_std ** 3
-        dxc = dxc + dvar * 2.0 * xc / (m - ddof)
+        dxc = dxc + dvar * 2.0 * xc * (1.0 / (m - ddof) if var_scale is None else var_scale)
     if through_mean:
-        dxc = dxc - dxc.sum(axis=axes, keepdims=True) / m
+        dxc = dxc - dxc.sum(axis=axes, keepdims=True) * (1.0 / m if mean_scale is None else mean_scale)
     return dxc
 
 
@@ -232,6 +235,22 @@ def backward_mistakes(ndim: int, args: BwdArgs = _bwd_default, outputs: tuple[st
               lambda dout, x, eps: (dout * normalize(x, eps, ddof=1)).sum(axis=stat_axes(x))),
         param("dgamma_per_sample", kdg, f"{ndg} uses an x_hat whose statistics were taken per sample instead of per "
               f"{unit}", lambda dout, x, eps: (dout * normalize(x, eps, axes=other)).sum(axis=stat_axes(x))),
+    )
+
+
+def backward_scale_mistakes(ndim: int, args: BwdArgs = _bwd_default, output: str = "dx", name: str = "dx"
+                            ) -> tuple[Mistake, ...]:
+    """dx with the 1/m of the path through the mean or the variance forgotten (m = values per feature/channel:
+    N for (N, D), N * H * W for images)."""
+    m = "N" if ndim == 2 else "m"
+    where = "" if ndim == 2 else " (m = N * H * W values per channel)"
+    return (
+        Mistake("mean_path_no_1_over_n", f"your {name} forgets the 1/{m} of the path through the mean: mu = sum(x) / "
+                f"{m}, so each x gets dmu / {m}{where}",
+                lambda c: {output: backward_generic(*args(c), mean_scale=1.0)}),
+        Mistake("var_path_no_1_over_n", f"your {name} forgets the 1/{m} of the path through the variance: var = "
+                f"sum((x - mu)^2) / {m}, so each x gets dvar * 2 (x - mu) / {m}{where}",
+                lambda c: {output: backward_generic(*args(c), var_scale=1.0)}),
     )
 
 

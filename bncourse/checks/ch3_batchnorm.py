@@ -141,7 +141,7 @@ class BNForward(Exercise):
 class _BackwardBase(Exercise):
     references = _NUMPY_REFERENCES
     fn_name = "batchnorm_backward"
-    mistakes = bn.backward_mistakes(2)
+    mistakes = bn.backward_mistakes(2) + bn.backward_scale_mistakes(2)
 
     def cases(self, rng):
         out = []
