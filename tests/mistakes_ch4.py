@@ -373,3 +373,11 @@ MISTAKES = {
     ("ch4_merge_stats", "std"): merge_std,
     ("ch4_debug_predict", "training_mode_labels"): predict_training_mode_labels,
 }
+
+
+def merge_not_divided(counts, means, variances):
+    n, mean, within, between = _chunks(counts, means, variances)
+    return mean, within + between
+
+
+MISTAKES[("ch4_merge_stats", "not_divided")] = merge_not_divided

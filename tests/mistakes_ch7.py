@@ -267,3 +267,25 @@ MISTAKES = {
     ("ch7_ghost_bn", "drops_last"): ghost_drops_last,
     ("ch7_ghost_bn", "default_eps"): ghost_default_eps,
 }
+
+
+def merge_mean_not_divided(counts, means, variances):
+    return (counts[:, None] * means).sum(0), _merge(counts, means, variances)[1]
+
+
+def merge_var_not_divided(counts, means, variances):
+    mean, var = _merge(counts, means, variances)
+    return mean, var * counts.sum()
+
+
+def sync_m2_not_divided(shards):
+    mean, var, uvar = _sync_stats(shards)
+    m = sum(_local(s)[0] for s in shards)
+    return mean, var * m, uvar
+
+
+MISTAKES.update({
+    ("ch7_merge_mean_var", "mean_not_divided"): merge_mean_not_divided,
+    ("ch7_merge_mean_var", "var_not_divided"): merge_var_not_divided,
+    ("ch7_sync_stats", "m2_not_divided"): sync_m2_not_divided,
+})

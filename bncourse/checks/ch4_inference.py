@@ -657,6 +657,9 @@ class MergeStats(Exercise):
                    "chunk sizes and the spread of the chunk means", lambda n, w, b, c: c["variances"].mean(axis=0)),
         _merge_var("biased", "the variance is the biased one (divide by n); return the unbiased one, divide by n - 1",
                    lambda n, w, b, c: (w + b) / n),
+        _merge_var("not_divided", "the variance is missing the division: sum_k n_k * var_k + sum_k n_k * (mean_k - "
+                   "mean)**2 is the sum of squared deviations of all n rows; divide it by n - 1",
+                   lambda n, w, b, c: w + b),
         _merge_var("chunks_unbiased", "the chunk variances are BIASED (divided by n_k, as BN computes them): a "
                    "chunk's sum of squared deviations is n_k * var_k, not (n_k - 1) * var_k",
                    lambda n, w, b, c: (((c["counts"] - 1.0)[:, None] * c["variances"]).sum(axis=0) + b) / (n - 1)),

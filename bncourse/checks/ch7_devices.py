@@ -95,6 +95,11 @@ class MergeMeanVar(Exercise):
                 "(var, mean)", lambda c: dict(zip(("var", "mean"), merge_reference(*_merge_args(c))))),
         Mistake("unweighted_mean", "you averaged the replicas' means without weights; a replica with more examples "
                 "weighs more: mean = sum_r n_r * mean_r / N", lambda c: {"mean": c["means"].mean(axis=0)}),
+        Mistake("mean_not_divided", "the mean is missing the 1 / N: sum_r n_r * mean_r is the sum of all values; "
+                "divide it by the total count N = sum_r n_r", lambda c: {"mean": _merge_parts(c)["mean"] * _merge_parts(c)["N"]}),
+        Mistake("var_not_divided", "the variance is missing the 1 / N: sum_r n_r * (var_r + (mean_r - mean)^2) is the "
+                "sum of squared deviations M2; divide it by the total count N",
+                lambda c: {"var": _merge_parts(c)["var"] * _merge_parts(c)["N"]}),
         Mistake("no_between", "you averaged the per-replica variances without the between-replica term: add "
                 "sum_r n_r * (mean_r - mean)^2 / N, the spread of the replicas' means around the global mean",
                 lambda c: {"var": _merge_parts(c)["within"]}),
@@ -194,6 +199,8 @@ class SyncStats(Exercise):
                 lambda c: {"var": _sync_parts(c)["within"]}),
         Mistake("plain_average", "you averaged the per-replica variances without weights and without the "
                 "between-replica term", lambda c: {"var": _sync_parts(c)["varis"].mean(axis=0)}),
+        Mistake("m2_not_divided", "var is missing the 1 / m: the merged M2 is the sum of squared deviations over all "
+                "replicas; var = M2 / m with the global count m", lambda c: {"var": _sync_parts(c)["m2"]}),
         Mistake("var_local_count", "you divided by the local count: M2 summed over all replicas must be divided by "
                 "the GLOBAL count m", lambda c: {"var": _sync_parts(c)["m2"] / _sync_parts(c)["m_local"]}),
         Mistake("unbiased_as_var", "you returned the unbiased variance as var; batch norm normalizes with the "
