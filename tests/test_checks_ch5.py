@@ -536,3 +536,19 @@ def test_ch5_messages_outside_the_mistake_registry_word_for_word():
     assert_body(_fails("ch5_predict_bias", 50),
                 "the predicted largest change = 50 is too high (accepted within ±0.01 of the answer); reason it "
                 "through again (hint('ch5_predict_bias')), then run the experiment below")
+
+
+def test_module_without_momentum_none_is_named():
+    class MomentumOnly(BatchNorm2d):                         # ignores the momentum=None case
+        def forward(self, x):
+            if self.training and self.momentum is None:
+                return 1 - self.momentum                     # what (1 - momentum) * running does with None
+            return super().forward(x)
+    msg = _fails("ch5_batchnorm2d", MomentumOnly)
+    assert "case 3 of 3" in msg and "momentum=None" in msg, msg
+    assert message_body(msg).startswith(
+        "with momentum=None your module computes with None: PyTorch then keeps the plain average of all training "
+        "batches so far, so the weight of the new batch is w = 1 / num_batches_tracked (count the batch first); "
+        "running = (1 - w) * running + w * batch_stat (Python said: unsupported operand type(s) for -: 'int' and "
+        "'NoneType')"), msg
+    check("ch5_debug_bn2d", MomentumOnly, quiet=True)       # the debugging exercise has no momentum=None case

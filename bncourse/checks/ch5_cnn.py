@@ -217,6 +217,10 @@ def _module_cases(rng, shapes) -> list[dict]:
     return out
 
 
+_MOMENTUM_NONE = ("with momentum=None your module computes with None: PyTorch then keeps the plain average of all "
+                  "training batches so far, so the weight of the new batch is w = 1 / num_batches_tracked (count the "
+                  "batch first); running = (1 - w) * running + w * batch_stat")
+
 #: the module mistakes that can occur with these cases (every case keeps running statistics, affine=True)
 _MODULE_MISTAKES = tuple(m for m in bn.module_mistakes(4) if m.id != "no_running_stats_in_eval")
 
@@ -243,6 +247,14 @@ class BatchNorm2dModule(bn.BNModuleExercise):
 
     def cases(self, rng):
         return _module_cases(rng, _MODULE_CASES)
+
+    def run(self, fn, case):
+        try:
+            return super().run(fn, case)
+        except TypeError as e:
+            if case["momentum"] is None and "NoneType" in str(e):
+                raise CheckFailure(_MOMENTUM_NONE + f" (Python said: {e})") from None
+            raise
 
 
 # --------------------------------------------------------------------------------------------
