@@ -104,8 +104,9 @@ def _module(mistake=None):
                 start_var = 0.0 if mistake == "var_starts_at_0" else 1.0
                 self.register_buffer("running_mean", torch.full((num_features,), start_mean))
                 self.register_buffer("running_var", torch.full((num_features,), start_var))
+                self.register_buffer("num_batches_tracked", torch.tensor(0))
             else:
-                self.running_mean = self.running_var = None
+                self.running_mean = self.running_var = self.num_batches_tracked = None
 
         def _normalize(self, x, mean, var, eps):
             if mistake == "no_eps":
@@ -141,7 +142,13 @@ def _module(mistake=None):
             update = self.running_mean is not None and (self.training or mistake == "updated_in_eval")
             if update:
                 n = x.shape[0]
-                m = 1 - self.momentum if mistake == "momentum_reversed" else self.momentum
+                if self.training:
+                    self.num_batches_tracked += 1
+                if self.momentum is None:            # the cumulative average (or, the mistake, a fixed 0.1)
+                    m = 0.1 if mistake == "momentum_none_fixed" else 1.0 / int(self.num_batches_tracked)
+                else:
+                    m = self.momentum
+                m = 1 - m if mistake == "momentum_reversed" else m
                 stored_var = x.var(0, unbiased=mistake != "var_no_bessel")
                 with torch.no_grad():
                     if mistake == "mean_replaced":
@@ -168,6 +175,7 @@ MODULE_IDS = ("ddof1", "no_eps", "eps_outside", "default_eps", "var_not_std", "n
               "var_not_updated", "updated_in_eval", "eval_batch_stats", "eval_no_eps")
 for _name in ("bn_module", "ch3_debug_running_stats"):
     MISTAKES.update({(_name, k): _module(k) for k in MODULE_IDS})
+MISTAKES[("bn_module", "momentum_none_fixed")] = _module("momentum_none_fixed")
 
 
 # ---------------------------------------------------------------- ch3_bn_stat_grads

@@ -158,12 +158,15 @@ class FixedBN(nn.Module):
         self.bias = nn.Parameter(torch.zeros(num_features)) if affine else None
         self.register_buffer("running_mean", torch.zeros(num_features) if track_running_stats else None)
         self.register_buffer("running_var", torch.ones(num_features) if track_running_stats else None)
+        self.register_buffer("num_batches_tracked", torch.tensor(0) if track_running_stats else None)
 
     def forward(self, x):
         if self.training or self.running_mean is None:
             mu, var = x.mean(0), ((x - x.mean(0)) ** 2).mean(0)
             if self.training and self.running_mean is not None:
-                n, m = x.shape[0], self.momentum
+                self.num_batches_tracked += 1
+                n = x.shape[0]
+                m = 1 / int(self.num_batches_tracked) if self.momentum is None else self.momentum
                 if self.leak:                                    # the planted bug: the update is recorded
                     self.running_mean = self.running_mean * (1 - m) + mu * m
                     self.running_var = self.running_var * (1 - m) + var * (n / (n - 1)) * m

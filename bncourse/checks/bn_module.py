@@ -359,8 +359,15 @@ def _module_bwd_args(c):
     return _f64(c, "dout"), _f64(c, "x1"), gamma, c["eps"]
 
 
-def module_mistakes(ndim: int) -> tuple[Mistake, ...]:
-    """Every mistake :class:`BNModuleExercise` names, for a module on input of ``ndim`` dimensions."""
+def _momentum_none_as(case: dict, momentum: float) -> dict | None:
+    if case["momentum"] is not None or not _tracks(case):
+        return None
+    return _running_path({**case, "momentum": momentum})
+
+
+def module_mistakes(ndim: int, *, cumulative: bool = False) -> tuple[Mistake, ...]:
+    """Every mistake :class:`BNModuleExercise` names, for a module on input of ``ndim`` dimensions; with
+    ``cumulative`` (the exercise has a case with ``momentum=None``) also those of the cumulative average."""
     out = [
         *forward_mistakes(ndim, _module_fwd_args, "out1"),
         # autograd differentiates whatever forward computes, so the backward slips a module can make are the
@@ -403,6 +410,11 @@ def module_mistakes(ndim: int) -> tuple[Mistake, ...]:
         Mistake("eval_no_eps", "eps is missing in eval mode: divide by sqrt(running_var + eps)",
                 lambda c: _eval_out(c, "no_eps")),
     ]
+    if cumulative:
+        out.insert(out.index(next(m for m in out if m.id == "momentum_reversed")), Mistake(
+            "momentum_none_fixed", "with momentum=None the running statistics are the cumulative average of the "
+            "training batches so far: weight the k-th batch by 1 / k (1 / num_batches_tracked after counting it), "
+            "not by a fixed momentum such as 0.1", lambda c: _momentum_none_as(c, 0.1)))
     if ndim == 4:
         out.insert(out.index(next(m for m in out if m.id == "var_no_bessel")), Mistake(
             "bessel_batch_size", "the Bessel correction uses N / (N - 1), but each channel's variance is taken over "

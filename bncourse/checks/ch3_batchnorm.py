@@ -199,11 +199,13 @@ class BNBackward(_BackwardBase):
 # --------------------------------------------------------------------------------------------
 _MODULE_CASES = (
     # D, N, eps, momentum, affine, track_running_stats; the first case's feature 0 has a std of 0.03 (variance
-    # 9e-4, of eps's size), so eps ignored, eps replaced by a default 1e-5 and the right eps all differ there
+    # 9e-4, of eps's size), so eps ignored, eps replaced by a default 1e-5 and the right eps all differ there;
+    # momentum=None is PyTorch's cumulative average (the debugging exercise leaves that case out)
     (4, 8, 1e-3, 0.1, True, True),
     (3, 5, 0.1, 0.3, True, True),
     (5, 6, 1e-5, 0.1, False, True),
     (3, 4, 0.1, 0.2, True, False),
+    (4, 6, 1e-5, None, True, True),
 )
 
 
@@ -262,7 +264,8 @@ class BNModule(bn.BNModuleExercise):
     references = _NUMPY_REFERENCES
     ndim = 2
     module_name = "BatchNorm1d"
-    mistakes = bn.module_mistakes(2)
+    count_batches = True
+    mistakes = bn.module_mistakes(2, cumulative=True)
 
     def cases(self, rng):
         out = []
@@ -515,3 +518,8 @@ class DebugRunningStats(BNModule):
         "(mul_ / add_ or copy_); the output itself must still be computed from the batch statistics WITH "
         "gradient.",
     )
+    count_batches = False                      # the module to fix has no num_batches_tracked and no momentum=None
+    mistakes = bn.module_mistakes(2)
+
+    def cases(self, rng):
+        return [c for c in super().cases(rng) if c["momentum"] is not None]
