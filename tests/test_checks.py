@@ -16,7 +16,7 @@ from torch import nn
 
 from bncourse.checks import IMPORT_ERRORS, REGISTRY, CheckFailure, CheckTimeout, check, chapter_modules
 from bncourse.checks.core import Exercise, expect_array, expect_scalar, register, time_limit
-from bncourse.checks.ch3_batchnorm import forward_mistakes
+from bncourse.checks.bn_module import forward_mistakes
 
 
 # ----------------------------------------------------------------------------------------------
@@ -201,9 +201,10 @@ def test_4d_statistics_over_the_wrong_axes_are_named(axes, expected):
     x = rng.normal(2.0, 3.0, size=(4, 3, 5, 6))
     gamma, beta, eps = rng.uniform(0.5, 2, 3), rng.uniform(-1, 1, 3), 1e-5
     want = _wrong_4d((0, 2, 3))(x, gamma, beta, eps)
+    case = {"x": x, "gamma": gamma, "beta": beta, "eps": eps}
     with pytest.raises(CheckFailure, match=re.escape(expected)):
-        expect_array("out", _wrong_4d(axes)(x, gamma, beta, eps), want, mistakes=forward_mistakes(x, gamma, beta, eps))
-    expect_array("out", want, want, mistakes=forward_mistakes(x, gamma, beta, eps))
+        expect_array("out", _wrong_4d(axes)(x, gamma, beta, eps), want, mistakes=forward_mistakes(4), case=case)
+    expect_array("out", want, want, mistakes=forward_mistakes(4), case=case)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -37,8 +37,24 @@ from .core import CheckFailure, Exercise, Mistake, describe_value, expect, expec
 from .shared import to_numpy
 
 __all__ = ["stat_axes", "param_shape", "normalize", "backward_generic", "forward_mistakes", "backward_mistakes",
-           "backward_scale_mistakes",
+           "backward_scale_mistakes", "NUMPY_REFERENCES",
            "module_mistakes", "BNModuleExercise", "RUNNING_STATS_GRAD_MSG", "STOP_GRADIENT", "MODULE_STOP_GRADIENT"]
+
+
+#: the ready-made batch norms a from-scratch exercise must not call (``Exercise.references``)
+NUMPY_REFERENCES = (
+    "bncourse.bn_numpy:batchnorm_forward",
+    "bncourse.bn_numpy:batchnorm_forward_inference",
+    "bncourse.bn_numpy:batchnorm_backward_staged",
+    "bncourse.bn_numpy:batchnorm_backward",
+    "bncourse.functional:batch_norm",
+    "bncourse.nn:BatchNorm1d",
+    "bncourse.nn:BatchNorm2d",
+    "torch.nn.functional:batch_norm",
+    "torch:batch_norm",
+    "torch:native_batch_norm",
+    "torch.nn.modules.batchnorm:_NormBase",
+)
 
 
 # --------------------------------------------------------------------------------------------

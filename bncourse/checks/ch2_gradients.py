@@ -26,8 +26,8 @@ from typing import Any
 
 import numpy as np
 
-from .core import (CheckFailure, Exercise, Mistake, diagnose, expect, expect_array, expect_fraction,
-                   expect_inputs_unchanged, expect_scalar, register)
+from .core import (CheckFailure, Exercise, Mistake, diagnose, expect, expect_array, expect_fraction, expect_scalar,
+                   register)
 from .predict import Prediction, predicted
 
 __all__ = ["InitStd", "LayerSaturation", "GradNorms", "KaimingStd", "PredictReluXavier", "DebugInit"]

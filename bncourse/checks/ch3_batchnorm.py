@@ -27,7 +27,6 @@ chapter 5's BatchNorm2d; ``bn_module`` is a :class:`~bncourse.checks.bn_module.B
 """
 from __future__ import annotations
 
-from typing import Any
 
 import numpy as np
 
@@ -39,33 +38,7 @@ from .shared import to_numpy, unpack
 __all__ = [
     "BNForward", "BNBackwardStaged", "BNBackward", "BNModule", "BNStatGrads", "MergeStats", "PredictEpsShrink",
     "PredictScaleInvariance", "DebugRunningStats",
-    "normalize", "forward_mistakes", "backward_mistakes", "stat_axes",
 ]
-
-
-# --------------------------------------------------------------------------------------------
-# The math and the mistakes live in bncourse.checks.bn_module (shared with chapter 5). The dict-returning
-# functions below are the legacy form, kept only for chapter 5's imports until it moves to bn_module.
-# --------------------------------------------------------------------------------------------
-stat_axes = bn.stat_axes
-normalize = bn.normalize
-_backward_generic = bn.backward_generic
-_pshape = bn.param_shape
-
-
-def forward_mistakes(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, eps: float) -> dict[str, Any]:
-    """Legacy ``{message: outcome}`` form of :func:`bncourse.checks.bn_module.forward_mistakes` (2-D or 4-D)."""
-    case = {"x": x, "gamma": gamma, "beta": beta, "eps": eps}
-    return {m.message: (lambda m=m: m.wrong(case)["out"]) for m in bn.forward_mistakes(x.ndim)}
-
-
-def backward_mistakes(dout: np.ndarray, x: np.ndarray, gamma: np.ndarray, eps: float) -> dict[str, dict[str, Any]]:
-    """Legacy ``{"dx": {...}, "dgamma": {...}, "dbeta": {...}}`` form of
-    :func:`bncourse.checks.bn_module.backward_mistakes` (a mistake that does not explain an output raises
-    there, so the comparison skips it)."""
-    case = {"dout": dout, "x": x, "gamma": gamma, "eps": eps}
-    mistakes = bn.backward_mistakes(x.ndim)
-    return {k: {m.message: (lambda m=m, k=k: m.wrong(case)[k]) for m in mistakes} for k in ("dx", "dgamma", "dbeta")}
 
 
 # --------------------------------------------------------------------------------------------
@@ -82,22 +55,9 @@ def _fc_case(rng, n, d, eps, small_feature=False):
 
 _FC_SHAPES = ((8, 5, 1e-5, False), (6, 3, 0.1, False), (16, 4, 1e-3, True), (5, 7, 1e-5, True))
 
-_NUMPY_REFERENCES = (
-    "bncourse.bn_numpy:batchnorm_forward",
-    "bncourse.bn_numpy:batchnorm_forward_inference",
-    "bncourse.bn_numpy:batchnorm_backward_staged",
-    "bncourse.bn_numpy:batchnorm_backward",
-    "bncourse.functional:batch_norm",
-    "bncourse.nn:BatchNorm1d",
-    "bncourse.nn:BatchNorm2d",
-    "torch.nn.functional:batch_norm",
-    "torch:batch_norm",
-    "torch:native_batch_norm",
-    "torch.nn.modules.batchnorm:_NormBase",
-)
+_NUMPY_REFERENCES = bn.NUMPY_REFERENCES          # chapter 5 imports this name
 
 
-#: kept for chapter 5's imports until it moves to bncourse.checks.shared
 _unpack = unpack
 
 
@@ -207,46 +167,6 @@ _MODULE_CASES = (
     (3, 4, 0.1, 0.2, True, False),
     (4, 6, 1e-5, None, True, True),
 )
-
-
-#: kept for chapter 5's imports until it moves to bncourse.checks.shared / bn_module
-_as_numpy = to_numpy
-RUNNING_STATS_GRAD_MSG = bn.RUNNING_STATS_GRAD_MSG
-
-
-def record_module_steps(m, x1, y1, case, res: dict, *, affine: bool) -> dict:
-    """Legacy (chapter 5 until it moves to :class:`bncourse.checks.bn_module.BNModuleExercise`): the rest of a
-    module exercise's ``run``.
-
-    ``y1 = m(x1)`` was the first training-mode forward. Records the output, the gradients of
-    ``case["dout"]``, the running statistics after it, after a second training step on
-    ``case["x2"]`` and after an eval-mode step on ``case["x3"]`` (which must not change them).
-    """
-    import torch
-
-    res["out1"] = _as_numpy(y1)
-    # the running statistics after the first training step must be plain buffers, not part of the graph
-    res["buffers_track_grad"] = bool(any(
-        isinstance(b, torch.Tensor) and (b.requires_grad or b.grad_fn is not None)
-        for b in (getattr(m, "running_mean", None), getattr(m, "running_var", None))))
-    res["dx1"] = None
-    if y1.shape == x1.shape and y1.requires_grad:
-        y1.backward(torch.from_numpy(case["dout"]))
-        res["dx1"] = _as_numpy(x1.grad)
-        if affine:
-            res["dgamma"] = _as_numpy(m.weight.grad)
-            res["dbeta"] = _as_numpy(m.bias.grad)
-    for step, x in ((1, None), (2, case["x2"]), (3, case["x3"])):
-        if step == 3:
-            m.eval()
-        if x is not None:
-            with torch.no_grad():
-                out = m(torch.from_numpy(x))
-            if step == 3:
-                res["out3"] = _as_numpy(out)
-        res[f"running_mean_{step}"] = _as_numpy(getattr(m, "running_mean", None))
-        res[f"running_var_{step}"] = _as_numpy(getattr(m, "running_var", None))
-    return res
 
 
 @register
