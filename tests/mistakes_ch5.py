@@ -457,7 +457,10 @@ class _BatchNorm2d(nn.Module):
             with torch.no_grad():
                 if self.training:
                     self.num_batches_tracked += 1
-                w = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
+                if self.momentum is None:
+                    w = 0.1 if slip == "momentum_none_fixed" else 1.0 / float(self.num_batches_tracked)
+                else:
+                    w = self.momentum
                 if slip == "momentum_reversed":
                     w = 1.0 - w
                 batch_mean = x.mean(dim=channel_axes)
@@ -500,6 +503,8 @@ MODULE_SLIPS = ("ddof1", "no_eps", "eps_outside", "default_eps", "var_not_std", 
 for _name in ("ch5_batchnorm2d", "ch5_debug_bn2d"):
     for _slip in MODULE_SLIPS:
         MISTAKES[(_name, _slip)] = _module_with(_slip)
+
+MISTAKES[("ch5_batchnorm2d", "momentum_none_fixed")] = _module_with("momentum_none_fixed")
 
 #: an independent right answer for each module exercise (the solutions notebook has its own)
 CORRECT = {"ch5_batchnorm2d": _module_with(""), "ch5_debug_bn2d": _module_with("")}

@@ -221,8 +221,10 @@ _MOMENTUM_NONE = ("with momentum=None your module computes with None: PyTorch th
                   "training batches so far, so the weight of the new batch is w = 1 / num_batches_tracked (count the "
                   "batch first); running = (1 - w) * running + w * batch_stat")
 
-#: the module mistakes that can occur with these cases (every case keeps running statistics, affine=True)
-_MODULE_MISTAKES = tuple(m for m in bn.module_mistakes(4) if m.id != "no_running_stats_in_eval")
+#: the module mistakes that can occur with these cases (every case keeps running statistics, affine=True); the
+#: exercise has a momentum=None case, the debugging exercise does not
+_MODULE_MISTAKES = tuple(m for m in bn.module_mistakes(4, cumulative=True) if m.id != "no_running_stats_in_eval")
+_DEBUG_MISTAKES = tuple(m for m in bn.module_mistakes(4) if m.id != "no_running_stats_in_eval")
 
 
 @register
@@ -516,6 +518,7 @@ class DebugBatchNorm2d(BatchNorm2dModule):
         "statistics); the normalization itself stays recorded, so that gradients still flow to x, weight and bias",
     )
     count_batches = False
+    mistakes = _DEBUG_MISTAKES
 
     def cases(self, rng):
         return _module_cases(rng, _DEBUG_CASES)
