@@ -447,12 +447,14 @@ def _precision(got: Any, want: np.ndarray, x: np.ndarray, what: str = "var") -> 
 
 
 def precision_loss(got: Any, want: np.ndarray, offset: float, *, what: str = "var", fix: str = _SHIFT_FIX,
-                   formula: str = "sum(x**2) - n * mean**2", rtol: float = 1e-9, atol: float = 1e-10) -> None:
+                   formula: str = "sum(x**2) - n * mean**2", size: str = "n * {offset}**2", rtol: float = 1e-9,
+                   atol: float = 1e-10) -> None:
     """Raise the precision message when ``got`` is right only up to the round-off of ``formula`` at ``offset``.
 
     Data far from 0 (``offset`` >= 1e3, spread about 1): an answer that matches ``want`` only to within 1 % of
     its largest value is right in idea and wrong in formula (catastrophic cancellation); the message states
-    the tolerance it missed. Shared by the variance exercises of chapters 4 and 7."""
+    the tolerance it missed. ``size`` is how large the two cancelling terms are (``{offset}`` is filled in).
+    Shared by the variance exercises of chapters 4 and 7."""
     if offset < 1e3 or type(got) is not np.ndarray or got.shape != want.shape or got.dtype != want.dtype:
         return
     with np.errstate(all="ignore"):
@@ -464,7 +466,8 @@ def precision_loss(got: Any, want: np.ndarray, offset: float, *, what: str = "va
         raise CheckFailure(
             f"{what} loses precision when the data sits far from 0 (here about {offset:.0e}, with a spread of about "
             f"1): it is off by up to {float(err.max()):.1e}, and the tolerance is rtol={rtol:g}, atol={atol:g}. {formula} "
-            f"subtracts two numbers near n * {offset:.0e}**2 and keeps only the digits float64 has left; {fix}")
+            f"subtracts two numbers near {size.format(offset=f'{offset:.0e}')} and keeps only the digits float64 has "
+            f"left; {fix}")
 
 
 # --------------------------------------------------------------------------------------------

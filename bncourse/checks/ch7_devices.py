@@ -138,7 +138,7 @@ class MergeMeanVar(Exercise):
         self.expect_outputs(case, result, {"mean": mean}, rtol=1e-9, atol=1e-12)
         precision_loss(result["var"], var, float(np.max(np.abs(mean))), formula="sum_r n_r (var_r + mean_r**2) / N - "
                        "mean**2", fix="add the within-replica term sum_r n_r var_r and the between-replica term "
-                       "sum_r n_r (mean_r - mean)**2, which never square the offset", atol=1e-12)
+                       "sum_r n_r (mean_r - mean)**2, which never square the offset", size="{offset}**2", atol=1e-12)
         self.expect_outputs(case, result, {"var": var}, rtol=1e-9, atol=1e-12)
 
 
@@ -244,10 +244,11 @@ class SyncStats(Exercise):
         tol = {"rtol": 1e-9, "atol": 1e-12}
         offset = float(np.max(np.abs(mean)))
         self.expect_outputs(case, result, {"mean": mean}, **tol)
-        precision_loss(result["var"], var, offset, formula="sum(x**2) / m - mean**2", fix=_MERGE_FIX, **tol)
+        precision_loss(result["var"], var, offset, formula="sum(x**2) / m - mean**2", size="{offset}**2",
+                       fix=_MERGE_FIX, **tol)
         self.expect_outputs(case, result, {"var": var}, **tol)
         precision_loss(result["unbiased_var"], uvar, offset, what="unbiased_var", formula="(sum(x**2) - m * mean**2) "
-                       "/ (m - 1)", fix=_MERGE_FIX, **tol)
+                       "/ (m - 1)", size="m * {offset}**2", fix=_MERGE_FIX, **tol)
         self.expect_outputs(case, result, {"unbiased_var": uvar}, **tol)
 
 
