@@ -39,8 +39,18 @@ $(STAMP): requirements.lock pyproject.toml
 		> $(VENV)/share/jupyter/lab/settings/overrides.json
 	@touch $(STAMP)
 
+# JupyterLab saves the open tabs in a workspace and restores it at the next start, so a second `make course` would
+# reopen every notebook of the last visit (each starting a kernel). The course keeps its workspace here, cleared at
+# every start: it opens on 00_start_here alone. root_dir is the repository: given a file alone, jupyter would serve
+# only that file's folder, hiding exercises/ and solutions/. LAB_ARGS: extra `jupyter lab` options (the browser
+# tests use it).
+LAB_WORKSPACES ?= $(VENV)/share/jupyter/lab/course-workspaces
+LAB_ARGS ?=
+
 course: $(STAMP)
-	$(VENV)/bin/jupyter lab $$( [ "$$(id -u)" = 0 ] && echo --allow-root ) notebooks/00_start_here.ipynb
+	@rm -rf $(LAB_WORKSPACES)
+	$(VENV)/bin/jupyter lab --ServerApp.root_dir=. --LabApp.workspaces_dir=$(LAB_WORKSPACES) $$( [ "$$(id -u)" = 0 ] && echo --allow-root ) \
+		$(LAB_ARGS) notebooks/00_start_here.ipynb
 
 test: test-here test-other-cpu
 
