@@ -170,6 +170,29 @@ def bwd_count_n(dout, x, gamma, eps):
     return _bwd(dout, x, gamma, eps, dx=dx)
 
 
+def _dx_staged(dout, x, gamma, eps, *, mean_scale, var_scale):
+    """The staged backward (through mu and var) with the 1/m of the mean path or the variance path chosen."""
+    m = x.shape[0] * x.shape[2] * x.shape[3]
+    mu = x.mean(axis=AXES, keepdims=True)
+    xc = x - mu
+    var = (xc ** 2).mean(axis=AXES, keepdims=True)
+    std = np.sqrt(var + eps)
+    g = dout * _col(gamma)
+    dvar = (g * xc).sum(axis=AXES, keepdims=True) * -0.5 / std ** 3
+    dxc = g / std + dvar * 2 * xc * var_scale
+    return dxc - dxc.sum(axis=AXES, keepdims=True) * mean_scale
+
+
+def bwd_mean_path_no_1_over_n(dout, x, gamma, eps):
+    m = x.shape[0] * x.shape[2] * x.shape[3]
+    return _bwd(dout, x, gamma, eps, dx=_dx_staged(dout, x, gamma, eps, mean_scale=1.0, var_scale=1.0 / m))
+
+
+def bwd_var_path_no_1_over_n(dout, x, gamma, eps):
+    m = x.shape[0] * x.shape[2] * x.shape[3]
+    return _bwd(dout, x, gamma, eps, dx=_dx_staged(dout, x, gamma, eps, mean_scale=1.0 / m, var_scale=1.0))
+
+
 def _dgamma(dout, x, gamma, eps, value):
     return _bwd(dout, x, gamma, eps, dgamma=value)
 
@@ -368,6 +391,8 @@ MISTAKES = {
     ("ch5_spatial_backward", "dx_per_sample"): bwd_per_sample,
     ("ch5_spatial_backward", "per_position"): bwd_per_position,
     ("ch5_spatial_backward", "count_n"): bwd_count_n,
+    ("ch5_spatial_backward", "mean_path_no_1_over_n"): bwd_mean_path_no_1_over_n,
+    ("ch5_spatial_backward", "var_path_no_1_over_n"): bwd_var_path_no_1_over_n,
     ("ch5_spatial_backward", "dgamma_wrong_axes"): bwd_dgamma_wrong_axes,
     ("ch5_spatial_backward", "dgamma_all_axes"): bwd_dgamma_all_axes,
     ("ch5_spatial_backward", "dgamma_not_summed"): bwd_dgamma_not_summed,

@@ -111,9 +111,7 @@ def test_convert_momentum_names_d2l_not_the_paper():
            "is wrong: the number was copied unchanged: the source and the target use opposite conventions")
 
 
-# ---------------------------------------------------------------- folding
-
-
+# ---------------------------------------------------------------- the cases; right answers in float32
 def test_population_stats_cases_hold_large_offsets_and_a_constant_feature():
     cases = REGISTRY["ch4_population_stats"]().cases(np.random.default_rng(0))
     offsets = [np.abs(c["x"].mean(0)).max() for c in cases]

@@ -31,7 +31,6 @@ from __future__ import annotations
 import numpy as np
 
 from . import bn_module as bn
-from .ch3_batchnorm import _NUMPY_REFERENCES
 from .shared import unpack
 from .core import CheckFailure, Exercise, Mistake, expect_array, expect_inputs_unchanged, register
 from .predict import PredictNumber
@@ -84,7 +83,7 @@ def _broadcast_hint(e: Exception) -> None:
 class SpatialForward(Exercise):
     name = "ch5_spatial_forward"
     title = "spatial batch norm forward pass, x of shape (N, C, H, W)"
-    references = _NUMPY_REFERENCES
+    references = bn.NUMPY_REFERENCES
     hints = (
         "a convolution applies the same filter at every position, so BN treats every position of a channel as "
         "one more sample of that channel's feature",
@@ -135,7 +134,7 @@ def _bwd_args(case):
 
 #: the backward mistakes for (N, C, H, W): chapter 3's (:mod:`bncourse.checks.bn_module`) and the ones specific to
 #: images (statistics per position, sums over the batch axis only, the count N instead of N * H * W)
-SPATIAL_BACKWARD_MISTAKES = bn.backward_mistakes(4) + (
+SPATIAL_BACKWARD_MISTAKES = bn.backward_mistakes(4) + bn.backward_scale_mistakes(4) + (
     Mistake("per_position", "your dx takes the statistics per (C, H, W) position over the batch only (axis=0); batch "
             "norm for images takes them per channel over (N, H, W)",
             lambda c: {"dx": bn.backward_generic(*_bwd_args(c), axes=(0,))}),
@@ -154,7 +153,7 @@ SPATIAL_BACKWARD_MISTAKES = bn.backward_mistakes(4) + (
 class SpatialBackward(Exercise):
     name = "ch5_spatial_backward"
     title = "spatial batch norm backward pass, closed form, x of shape (N, C, H, W)"
-    references = _NUMPY_REFERENCES
+    references = bn.NUMPY_REFERENCES
     hints = (
         "the 1-D closed form carries over once you see that each channel is a feature with m = N * H * W samples",
         "every sum over the batch becomes a sum over axes (0, 2, 3); dgamma and dbeta are (C,), dx is (N, C, H, W); "
@@ -231,7 +230,7 @@ _DEBUG_MISTAKES = tuple(m for m in bn.module_mistakes(4) if m.id != "no_running_
 class BatchNorm2dModule(bn.BNModuleExercise):
     name = "ch5_batchnorm2d"
     title = "a BatchNorm2d module, drop-in for torch.nn.BatchNorm2d"
-    references = _NUMPY_REFERENCES
+    references = bn.NUMPY_REFERENCES
     hints = (
         "a module owns parameters (weight, bias: trained by backprop) and buffers (running_mean, running_var, "
         "num_batches_tracked: updated by counting and averaging); self.training says which statistics to normalize "
@@ -432,7 +431,7 @@ EVAL_BACKWARD_MISTAKES = (
 class EvalBackward(Exercise):
     name = "ch5_eval_backward"
     title = "batch norm backward pass in eval mode (frozen running statistics), x of shape (N, C, H, W)"
-    references = _NUMPY_REFERENCES
+    references = bn.NUMPY_REFERENCES
     hints = (
         "in eval mode the mean and variance are constants (the running statistics), not functions of the batch: "
         "per channel, BN is the affine map a * x + b, and no gradient flows through any statistic",
