@@ -321,8 +321,10 @@ def test_expect_scalar():
     expect_scalar("loss", 1.0, 1.0)
     with pytest.raises(CheckFailure, match="expected a single number"):
         expect_scalar("loss", np.ones(1), 1.0)
-    with pytest.raises(CheckFailure, match="off by one"):
-        expect_scalar("loss", 2.0, 1.0, mistakes={"off by one": 2.0})
+    from bncourse.checks.core import Mistake
+    off_by_one = (Mistake("off_by_one", "off by one", lambda c: {"loss": c["want"] + 1}),)
+    with pytest.raises(CheckFailure, match="loss is wrong: off by one"):
+        expect_scalar("loss", 2.0, 1.0, mistakes=off_by_one, case={"want": 1.0})
 
 
 # ----------------------------------------------------------------------------------------------
@@ -562,9 +564,11 @@ def test_expect_fraction_accepts_float32_means_and_names_counts_percentages_and_
              ((d < 0.3).numpy(), "dtype bool"),
              (list(want), "expected a numpy.ndarray"),
              (want[:2], "has shape (2,)")]
+    from bncourse.checks.core import Mistake
+    percent = (Mistake("percent", "these are percentages", lambda c: {"f": want * 100}),)
     for got, fragment in cases:
         with pytest.raises(CheckFailure) as info:
-            expect_fraction("f", got, want, 37, mistakes={"these are percentages": want * 100})
+            expect_fraction("f", got, want, 37, mistakes=percent, case={})
         assert fragment in str(info.value), str(info.value)
 
 
@@ -650,8 +654,9 @@ def test_mistakes_as_data_are_computed_once_per_case_per_output_and_skipped_wher
     assert len(calls) == 1
     with pytest.raises(TypeError, match="case"):
         diagnose(2 * case["x"], case["x"], ms)
-    # the legacy {message: outcome} dict still works
-    assert diagnose(2 * case["x"], case["x"], {"doubled": 2 * case["x"]}) == "doubled"
+    # mistakes are data: a {message: outcome} dict is refused
+    with pytest.raises(TypeError, match="not a dict"):
+        diagnose(2 * case["x"], case["x"], {"doubled": 2 * case["x"]})
     # a mistake equal to the right answer on this case cannot be told apart, so it is skipped
     zero = {"x": np.zeros(3)}
     assert diagnose(np.ones(3), zero["x"], ms, case=zero, output="a") is None

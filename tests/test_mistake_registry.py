@@ -14,8 +14,10 @@ from ``bncourse.checks``. This test
   graded on 50 seeds by ``tests/test_checks_seeds.py``, so here each such exercise must be in a solutions notebook;
   a table module may add independent right answers in ``CORRECT = {exercise name: implementation}``, checked here.
 
-Mistakes still written in the legacy form (a ``{message: outcome}`` dict built inside ``verify``) are not data and
-are not in the registry; their messages are tested by the chapter's ``tests/test_checks_chN.py``.
+Every named mistake of a function, module or debugging exercise is a declared Mistake (``core.diagnose`` refuses
+anything else), so this test guards all of them. The predict-then-run questions of chapters 4-6 (``PredictNumber``'s
+``near_misses``, ``PredictChoice``'s per-letter reasons) name misconceptions by interval or letter, not by a wrong
+output; their chapter tests check those messages.
 """
 from __future__ import annotations
 

@@ -43,9 +43,8 @@ data, ``mistakes = (Mistake("ddof1", "...", lambda c: {...}), ...)``, and ``veri
 ``expect_array("out", got, want, mistakes=self.mistakes, case=case)`` (or ``self.expect_outputs``).
 They are listed by :func:`all_mistakes`, and ``tests/test_mistake_registry.py`` requires an
 independently written wrong implementation for each (``tests/mistakes_chN.py``) that gets exactly
-that message. The older form, a dict ``{message: outcome}`` built inside ``verify``, still works
-(``diagnose`` accepts both) while chapters move over; it is not in the registry, so no test
-enforces its messages. New exercises use :class:`Mistake`.
+that message. Mistakes are only ever data: a message that is not a declared Mistake cannot be
+matched (the old ``{message: outcome}`` dicts built inside ``verify`` are gone).
 
 Worked example
 --------------
@@ -267,17 +266,17 @@ _OUTCOMES = _OutcomeCache()
 
 
 def _as_candidates(mistakes: Any, case: Any, output: str | None, label: str | None = None) -> list[tuple[str, Any]]:
-    """``[(message, outcome or zero-argument callable), ...]`` from either form of ``mistakes``."""
+    """``[(message, zero-argument callable giving the outcome), ...]`` for the Mistake objects ``mistakes``."""
     if not mistakes:
         return []
-    if isinstance(mistakes, Mapping):                 # the legacy form {message: outcome}
-        return list(mistakes.items())
+    if isinstance(mistakes, Mapping):
+        raise TypeError("mistakes must be Mistake objects (declared as the exercise's data), not a dict")
     if case is None or output is None:
         raise TypeError("Mistake objects need the case and the output name: expect_array(..., case=case)")
     out = []
     for m in mistakes:
         if not isinstance(m, Mistake):
-            raise TypeError(f"mistakes must be Mistake objects or a {{message: outcome}} dict, got {m!r}")
+            raise TypeError(f"mistakes must be Mistake objects, got {m!r}")
 
         def outcome(m=m):
             values = _OUTCOMES.get(m, case)
@@ -343,10 +342,7 @@ class Exercise:
 
 
 def all_mistakes() -> dict[tuple[str, str], Mistake]:
-    """Every declared :class:`Mistake` of every registered exercise: ``{(exercise name, id): Mistake}``.
-
-    Mistakes still written as ``{message: outcome}`` dicts inside ``verify`` (the legacy form) are not
-    listed: they are not data."""
+    """Every declared :class:`Mistake` of every registered exercise: ``{(exercise name, id): Mistake}``."""
     out: dict[tuple[str, str], Mistake] = {}
     for name in sorted(REGISTRY):
         for m in REGISTRY[name].mistakes:
@@ -456,9 +452,8 @@ def diagnose(got: np.ndarray, want: Any, mistakes: Any, *, rtol: float = 1e-6, a
              case: Mapping[str, Any] | None = None, output: str | None = None, label: str | None = None) -> str | None:
     """The message of the first mistake whose outcome matches ``got``, or None.
 
-    ``mistakes`` is a sequence of :class:`Mistake` (the canonical form: pass the ``case`` and the
-    ``output`` name; each mistake's ``wrong(case)[output]`` is computed only when needed), or the legacy
-    dict ``{message: outcome}`` (an array, or a zero-argument callable returning one). A mistake whose
+    ``mistakes`` is a sequence of :class:`Mistake` with the ``case`` being verified and the ``output``
+    name; each mistake's ``wrong(case)[output]`` is computed only when needed. A mistake whose
     outcome equals ``want`` for this case cannot be told apart from the right answer and is skipped;
     so is one that cannot be computed or does not explain this output. ``label`` (default: ``output``)
     replaces ``{output}`` in a Mistake's message.
@@ -518,8 +513,7 @@ def expect_array(name: str, got: Any, want: Any, *, rtol: float = 1e-6, atol: fl
         got: the student's value.
         want: the reference (array-like).
         rtol, atol: tolerance of ``np.allclose(got, want)``; also used to match mistakes.
-        mistakes: :class:`Mistake` objects (canonical; with ``case``), or the legacy ``{message: outcome}``
-            dict (outcome: an array or a zero-argument callable).
+        mistakes: :class:`Mistake` objects (``self.mistakes``), with ``case``.
         dtype: the required dtype (default: the dtype of ``want``).
         case: the case being verified (needed with Mistake objects).
         output: the key of this result in each mistake's ``wrong(case)`` (default: ``name``).
