@@ -660,3 +660,24 @@ def test_mistakes_as_data_are_computed_once_per_case_per_output_and_skipped_wher
     # a mistake equal to the right answer on this case cannot be told apart, so it is skipped
     zero = {"x": np.zeros(3)}
     assert diagnose(np.ones(3), zero["x"], ms, case=zero, output="a") is None
+
+
+def test_in_place_record_crosses_the_graders_wire():
+    """The grader runs the cases in the student's kernel and verifies in its own process: the names of the
+    arrays changed in place travel as a plain string (to_wire / from_wire) and fail there as they do in check."""
+    from bncourse.checks import core
+
+    def vandal(x, gamma, beta, eps=1e-5):
+        out = make_forward()(x, gamma, beta, eps)
+        gamma *= 2.0
+        return out
+
+    ex = core.get_exercise("bn_forward")
+    cases = core.make_cases(ex, 12345)
+    results = core.run_cases(ex, vandal, cases)
+    assert results[0][core.INPUTS_CHANGED] == "gamma"
+    arrays, meta = core.to_wire(results)
+    back = core.from_wire(arrays, meta)
+    assert back[0][core.INPUTS_CHANGED] == "gamma"
+    with pytest.raises(CheckFailure, match=re.escape("your function changed its input(s) gamma in place")):
+        core.verify_results(ex, cases, back)
