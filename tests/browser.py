@@ -4,16 +4,19 @@ No browser is ever downloaded: playwright starts the system's binary through ``e
 suite runs on (CI, a student's laptop) may have no network, so the flags below switch off everything Chromium
 would fetch on its own (component updates, sync, field trials, QUIC probes).
 
-    from browser import chromium_page, skip_reason, artifact   # tests/ is on sys.path under pytest
+    from browser import artifact, chromium_page, require_browser   # tests/ is on sys.path under pytest
 
-    pytestmark = pytest.mark.skipif(skip_reason() is not None, reason=skip_reason() or "")
+    @pytest.fixture(autouse=True)
+    def _needs_browser():
+        require_browser()           # skips with the reason (or fails, with BNCOURSE_REQUIRE_BROWSER=1)
 
     with chromium_page(viewport=(1400, 900)) as page:
         page.goto(url)
         page.screenshot(path=artifact("x.png"))
 
 ``skip_reason()`` names what is missing (the chromium binary or the playwright package), so a skipped browser
-test says why; install with ``apt install chromium`` and ``pip install -e .[test]``.
+test says why; install with ``apt install chromium`` and ``pip install -e .[test]``. With
+``BNCOURSE_REQUIRE_BROWSER=1`` (for CI) ``require_browser()`` fails instead of skipping.
 Set ``BNCOURSE_CHROMIUM=/path/to/chrome`` to use another Chromium build.
 """
 from __future__ import annotations
@@ -74,6 +77,19 @@ def skip_reason() -> str | None:
     return None
 
 
+def require_browser() -> None:
+    """Skip the calling test, saying why, when the browser cannot run here; fail instead when the environment sets
+    ``BNCOURSE_REQUIRE_BROWSER=1`` (CI does, so that a missing chromium cannot turn the browser tests into skips)."""
+    import pytest
+
+    reason = skip_reason()
+    if reason is None:
+        return
+    if os.environ.get("BNCOURSE_REQUIRE_BROWSER") == "1":
+        pytest.fail(f"BNCOURSE_REQUIRE_BROWSER=1, but {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
 def launch_args() -> list[str]:
     """The command-line flags: FLAGS, plus --no-sandbox when running as root (Chromium refuses to start as root
     with its sandbox on; as a normal user the sandbox stays on)."""
@@ -95,17 +111,28 @@ def chromium_page(viewport: tuple[int, int] = (1400, 900), timeout_ms: float = 6
         raise RuntimeError(reason)
     from playwright.sync_api import sync_playwright
 
+    from playwright.sync_api import Error as PlaywrightError
+
     width, height = viewport
     with tempfile.TemporaryDirectory(prefix="bncourse-chromium-") as profile, sync_playwright() as pw:
-        context = pw.chromium.launch_persistent_context(
-            profile,                                  # a new, empty user-data-dir: nothing from an earlier visit
-            executable_path=chromium_path(),
-            headless=True,
-            args=launch_args(),
-            viewport={"width": width, "height": height},
-            env={**os.environ, "HOME": profile},      # nothing written to the user's ~/.config or ~/.cache
-            timeout=timeout_ms,
-        )
+        def launch(args):
+            return pw.chromium.launch_persistent_context(
+                profile,                              # a new, empty user-data-dir: nothing from an earlier visit
+                executable_path=chromium_path(),
+                headless=True,
+                args=args,
+                viewport={"width": width, "height": height},
+                env={**os.environ, "HOME": profile},  # nothing written to the user's ~/.config or ~/.cache
+                timeout=timeout_ms,
+            )
+        try:
+            context = launch(launch_args())
+        except PlaywrightError as error:
+            # a normal user on a system without unprivileged user namespaces (some Ubuntu and container setups):
+            # Chromium's sandbox cannot start; the pages the tests open are the course's own, on 127.0.0.1
+            if "sandbox" not in str(error).lower() or "--no-sandbox" in launch_args():
+                raise
+            context = launch(launch_args() + ["--no-sandbox"])
         try:
             context.set_default_timeout(timeout_ms)
             page = context.pages[0] if context.pages else context.new_page()
