@@ -289,3 +289,47 @@ MISTAKES.update({
     ("ch7_merge_mean_var", "var_not_divided"): merge_var_not_divided,
     ("ch7_sync_stats", "m2_not_divided"): sync_m2_not_divided,
 })
+
+
+# ---------------------------------------------------------------- ch7_debug_sync_forward
+def _sync_forward(x_shards, gamma, beta, eps, ddof=0):
+    x = np.concatenate(x_shards)
+    mu, var = x.mean(axis=0), x.var(axis=0, ddof=ddof)
+    return [(s - mu) / np.sqrt(var + eps) * gamma + beta for s in x_shards]
+
+
+def forward_no_between(x_shards, gamma, beta, eps=1e-5):          # the planted bug, left in
+    counts = [x.shape[0] for x in x_shards]
+    m = sum(counts)
+    mean = sum(n * x.mean(axis=0) for n, x in zip(counts, x_shards)) / m
+    var = sum(n * x.var(axis=0) for n, x in zip(counts, x_shards)) / m
+    return [(x - mean) / np.sqrt(var + eps) * gamma + beta for x in x_shards]
+
+
+def forward_unweighted(x_shards, gamma, beta, eps):              # "fixed" assuming equal shard sizes
+    R = len(x_shards)
+    mus = [x.mean(axis=0) for x in x_shards]
+    mean = sum(mus) / R
+    var = sum(x.var(axis=0) + (mu - mean) ** 2 for x, mu in zip(x_shards, mus)) / R
+    return [(x - mean) / np.sqrt(var + eps) * gamma + beta for x in x_shards]
+
+
+def forward_local_stats(x_shards, gamma, beta, eps):
+    return [(x - x.mean(0)) / np.sqrt(x.var(0) + eps) * gamma + beta for x in x_shards]
+
+
+def forward_unbiased(x_shards, gamma, beta, eps):
+    return _sync_forward(x_shards, gamma, beta, eps, ddof=1)
+
+
+def forward_default_eps(x_shards, gamma, beta, eps):
+    return _sync_forward(x_shards, gamma, beta, 1e-5)
+
+
+MISTAKES.update({
+    ("ch7_debug_sync_forward", "no_between"): forward_no_between,
+    ("ch7_debug_sync_forward", "unweighted"): forward_unweighted,
+    ("ch7_debug_sync_forward", "local_stats"): forward_local_stats,
+    ("ch7_debug_sync_forward", "unbiased"): forward_unbiased,
+    ("ch7_debug_sync_forward", "default_eps"): forward_default_eps,
+})

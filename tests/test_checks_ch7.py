@@ -12,7 +12,8 @@ from bncourse.checks import REGISTRY, check, get_exercise, hint, reset_hints
 from check_helpers import check_fails
 from check_messages import assert_body, in_place as in_place_message
 
-NAMES = ("ch7_merge_mean_var", "ch7_sync_stats", "ch7_sync_backward", "ch7_ghost_bn")
+NAMES = ("ch7_merge_mean_var", "ch7_sync_stats", "ch7_sync_backward", "ch7_ghost_bn", "ch7_predict_local_variance",
+         "ch7_debug_sync_forward")
 
 
 # ---- correct implementations, written independently (torch where it helps) --------------------------------
@@ -59,8 +60,17 @@ def ghost_batch_norm(x, virtual_batch_size, gamma, beta, eps):
     return torch.cat(out).numpy()
 
 
+def sync_bn_forward(x_shards, gamma, beta, eps):
+    # torch's batch norm on the concatenation, split back into the shards
+    x = torch.from_numpy(np.concatenate(x_shards))
+    y = torch.nn.functional.batch_norm(x, None, None, torch.from_numpy(gamma), torch.from_numpy(beta),
+                                       training=True, eps=eps).numpy()
+    return list(np.split(y, np.cumsum([s.shape[0] for s in x_shards])[:-1]))
+
+
 CORRECT = {"ch7_merge_mean_var": merge_mean_var, "ch7_sync_stats": sync_batch_stats,
-           "ch7_sync_backward": sync_bn_backward, "ch7_ghost_bn": ghost_batch_norm}
+           "ch7_sync_backward": sync_bn_backward, "ch7_ghost_bn": ghost_batch_norm,
+           "ch7_predict_local_variance": 0.875, "ch7_debug_sync_forward": sync_bn_forward}
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -195,3 +205,73 @@ def test_ch7_messages_outside_the_mistake_registry_word_for_word():
                 "dtype float64")
     assert_body(check_fails("ch7_ghost_bn", lambda x, v, g, b, e: None),
                 "ghost_batch_norm returned None: did you forget a return statement?")
+
+
+# ---- predict, then run: the bias of one replica's variance -----------------------------------------------------
+def test_predict_local_variance_truth_is_what_sampling_gives():
+    from bncourse.checks.ch7_devices import PredictLocalVariance
+    n = 8
+    assert PredictLocalVariance.truth == (n - 1) / n == 0.875
+    # exact: E[biased var] = sigma^2 * (n - 1) / n; and by simulation (sd of the mean about 5e-4 here)
+    x = np.random.default_rng(1).normal(2.0, 3.0, size=(50_000, 4, n))
+    assert abs(x.var(axis=2).mean() / 9.0 - 0.875) < 0.005
+
+
+def test_predict_local_variance_verdicts_word_for_word():
+    for ok in (0.875, 7 / 8, 0.866, 0.884, np.float32(0.88), torch.tensor([0.87]), np.array(0.875)):
+        check("ch7_predict_local_variance", ok, quiet=True)
+    with pytest.raises(NotImplementedError):
+        check("ch7_predict_local_variance", None)
+    near = {
+        1.0: "each replica's biased variance is measured around its OWN mean, which sits closer to its 8 values than "
+             "the population mean does; on average it falls short of the population variance",
+        0.96875: "(m - 1) / m with m = 32 is the bias of the variance of the whole synchronized batch; without "
+                 "synchronization each replica divides by its own 8 examples",
+        8 / 7: "8 / 7 is Bessel's correction, the factor that REMOVES the bias; the biased variance itself is too "
+               "small on average, not too large",
+        0.25: "the replicas do not share out the variance: each draws its examples from the same distribution, so "
+              "only the count on one replica matters, not the number of replicas",
+    }
+    for value, why in near.items():
+        assert_body(check_fails("ch7_predict_local_variance", value),
+                    f"the predicted ratio = {value:g} is outside the accepted range: {why}")
+    assert_body(check_fails("ch7_predict_local_variance", 0.5),
+                "the predicted ratio = 0.5 is too low (accepted within ±0.01 of the answer); reason it through again "
+                "(hint('ch7_predict_local_variance')), then run the experiment below")
+    assert_body(check_fails("ch7_predict_local_variance", "0.875"), "the prediction must be a number; you gave a str "
+                "('0.875')")
+
+
+# ---- debugging: the synchronized forward without the between-replica term -----------------------------------
+def test_debug_sync_forward_reference_is_batch_norm_of_the_concatenation():
+    from bncourse.checks.ch7_devices import sync_forward_reference
+    rng = np.random.default_rng(0)
+    xs = [rng.normal(r, 1.0, size=(n, 3)) for r, n in enumerate((3, 1, 4))]
+    g, b = rng.uniform(0.5, 2, size=3), rng.normal(size=3)
+    want = np.concatenate(sync_bn_forward(xs, g, b, 1e-3))
+    assert np.allclose(np.concatenate(sync_forward_reference(xs, g, b, 1e-3)), want, atol=1e-12)
+
+
+def test_debug_sync_forward_cases_make_every_mistake_visible():
+    """Shifted replicas (the between term is large), unequal counts, an eps that matters, a one-example shard."""
+    from bncourse.checks.ch7_devices import DebugSyncForward, sync_forward_reference
+    ex = DebugSyncForward()
+    cases = ex.cases(np.random.default_rng(0))
+    assert any(len({c[f"x{r}"].shape[0] for r in range(c["replicas"])}) > 1 for c in cases)
+    assert any(c[f"x{r}"].shape[0] == 1 for c in cases for r in range(c["replicas"]))
+    for m in ex.mistakes:
+        worst = max(np.abs(m.wrong(c)["out0"] - sync_forward_reference(
+            [c[f"x{r}"] for r in range(c["replicas"])], c["gamma"], c["beta"], c["eps"])[0]).max() for c in cases)
+        assert worst > 1e-3, m.id
+
+
+def test_debug_sync_forward_messages_outside_the_registry_word_for_word():
+    assert_body(check_fails("ch7_debug_sync_forward", lambda xs, g, b, e: np.concatenate(sync_bn_forward(xs, g, b, e))),
+                "sync_bn_forward must return a list of 3 arrays, one per shard; it returned a numpy.ndarray of shape "
+                "(10, 3) and dtype float64")
+
+    def in_place(xs, g, b, e):
+        out = sync_bn_forward(xs, g, b, e)
+        xs[0] *= 2.0
+        return out
+    assert_body(check_fails("ch7_debug_sync_forward", in_place), in_place_message("x_shards[0]"))

@@ -13,6 +13,11 @@ has no sockets). Exercises (what the student passes to :func:`bncourse.checks.ch
                         dgamma, dbeta (C,) summed over the shards.
 ``ch7_ghost_bn``        ``ghost_batch_norm(x, virtual_batch_size, gamma, beta, eps) -> out``: x (N, C); each
                         run of ``virtual_batch_size`` consecutive examples normalized with its own statistics.
+``ch7_predict_local_variance``  predict, then run: the expected ratio of a replica's biased variance of 8 examples
+                        to the population variance, (n - 1) / n = 0.875 (a number, ±0.01).
+``ch7_debug_sync_forward``  debugging: ``sync_bn_forward(x_shards, gamma, beta, eps) -> out_shards``: lists of R
+                        arrays (n_r, C); the planted bug averages the replicas' variances without the
+                        between-replica term.
 """
 from __future__ import annotations
 
@@ -21,8 +26,9 @@ import numpy as np
 from .ch4_inference import precision_loss
 from .core import (CheckFailure, Exercise, Mistake, describe_value, expect, expect_array, expect_inputs_unchanged,
                    register)
+from .predict import PredictNumber
 
-__all__ = ["MergeMeanVar", "SyncStats", "SyncBackward", "GhostBN"]
+__all__ = ["MergeMeanVar", "SyncStats", "SyncBackward", "GhostBN", "PredictLocalVariance", "DebugSyncForward"]
 
 _DISTRIBUTED_REFS = ("bncourse.distributed:merge_moments", "bncourse.distributed:chan_merge",
                      "bncourse.distributed:local_moments", "bncourse.distributed:SyncBatchNorm",
@@ -474,3 +480,136 @@ def _interleaved(x, G, eps):
     for k in range(G):
         out[k::G] = _bn(x[k::G], eps) if x[k::G].shape[0] > 1 else 0.0
     return out
+
+
+# ----------------------------------------------------------------------------------------------
+# 5. Predict, then run: the bias of each replica's own variance
+# ----------------------------------------------------------------------------------------------
+@register
+class PredictLocalVariance(PredictNumber):
+    name = "ch7_predict_local_variance"
+    title = "predict: E[biased variance of one replica's 8 examples] / population variance"
+    quantity = "the predicted ratio"
+    truth = 7 / 8
+    tolerance = 0.01
+    near_misses = {
+        "each replica's biased variance is measured around its OWN mean, which sits closer to its 8 values than the "
+        "population mean does; on average it falls short of the population variance": (0.99, 1.01),
+        "(m - 1) / m with m = 32 is the bias of the variance of the whole synchronized batch; without "
+        "synchronization each replica divides by its own 8 examples": (0.964, 0.974),
+        "8 / 7 is Bessel's correction, the factor that REMOVES the bias; the biased variance itself is too small on "
+        "average, not too large": (1.13, 1.155),
+        "the replicas do not share out the variance: each draws its examples from the same distribution, so only "
+        "the count on one replica matters, not the number of replicas": (0.24, 0.26),
+    }
+    hints = (
+        "each replica measures the spread of its examples around its own mean, and that mean is fitted to those very "
+        "examples; does that make the spread look larger or smaller than around the true mean?",
+        "only the count on ONE replica enters (n = 8); the number of replicas changes how many such variances you "
+        "average, not what each one expects",
+        "E[sum_i (x_i - mean_n)^2] = (n - 1) sigma^2 for n independent examples; the biased variance divides that sum "
+        "by n",
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# 6. Debugging: a synchronized forward that forgets the between-replica term
+# ----------------------------------------------------------------------------------------------
+def sync_forward_reference(x_shards, gamma, beta, eps, *, ddof=0):
+    """Each shard (n_r, C) normalized with the mean and biased variance of ALL shards, then gamma * x_hat + beta."""
+    x = np.concatenate(x_shards)
+    mean, var = x.mean(axis=0), x.var(axis=0, ddof=ddof)
+    return [(s - mean) / np.sqrt(var + eps) * gamma + beta for s in x_shards]
+
+
+def _forward_args(case):
+    return _shards_from(case, "x"), case["gamma"], case["eps"]
+
+
+def _as_out(shards):
+    return {f"out{r}": o for r, o in enumerate(shards)}
+
+
+def _forward_with(case, mean, var):
+    xs, gamma, eps = _forward_args(case)
+    return _as_out([(s - mean) / np.sqrt(var + eps) * gamma + case["beta"] for s in xs])
+
+
+def _forward_no_between(case):
+    xs = _shards_from(case, "x")
+    n = np.array([s.shape[0] for s in xs], dtype=np.float64)[:, None]   # (R, 1)
+    mean = np.concatenate(xs).mean(axis=0)
+    within = (n * np.stack([s.var(axis=0) for s in xs])).sum(axis=0) / n.sum()
+    return _forward_with(case, mean, within)
+
+
+def _forward_unweighted(case):
+    xs = _shards_from(case, "x")
+    means = np.stack([s.mean(axis=0) for s in xs])                       # (R, C)
+    mean = means.mean(axis=0)
+    var = (np.stack([s.var(axis=0) for s in xs]) + (means - mean) ** 2).mean(axis=0)
+    return _forward_with(case, mean, var)
+
+
+def _forward_local(case):
+    xs, gamma, eps = _forward_args(case)
+    return _as_out([(s - s.mean(axis=0)) / np.sqrt(s.var(axis=0) + eps) * gamma + case["beta"] for s in xs])
+
+
+@register
+class DebugSyncForward(Exercise):
+    name = "ch7_debug_sync_forward"
+    input_labels = {f"x{r}": f"x_shards[{r}]" for r in range(_MAX_REPLICAS)}
+    title = "debugging: SyncBatchNorm's forward (training mode) on R shards (n_r, C)"
+    references = _DISTRIBUTED_REFS
+    hints = (
+        "run the buggy function on shards whose means differ and look at the variance of all its outputs together: "
+        "batch norm should make it 1 (gamma = 1, beta = 0), and it is larger",
+        "the mean is right; the variance is the count-weighted average of the replicas' variances, each measured "
+        "around its replica's OWN mean, not around the global mean",
+        "var = sum_r n_r * (var_r + (mean_r - mean)^2) / m: add the between-replica term (the law of total variance)",
+    )
+    mistakes = (
+        Mistake("no_between", "the variance still leaves out the between-replica term: the count-weighted average "
+                "of the replicas' variances is only the spread inside each replica; add sum_r n_r * (mean_r - "
+                "mean)^2 / m, the spread of the replicas' means around the global mean", _forward_no_between),
+        Mistake("unweighted", "you averaged over the replicas without the count weights, which is right only when "
+                "every replica holds the same number of examples: weight replica r by n_r / m in the mean and in "
+                "the variance", _forward_unweighted),
+        Mistake("local_stats", "each shard is normalized with its own mean and variance: that is plain, "
+                "unsynchronized batch norm; normalize every shard with the mean and variance of all shards",
+                _forward_local),
+        Mistake("unbiased", "you normalized with the unbiased variance (divided by m - 1); batch norm normalizes "
+                "with the biased one, M2 / m with the global count m",
+                lambda c: _as_out(sync_forward_reference(*_forward_args(c)[:2], c["beta"], c["eps"], ddof=1))),
+        Mistake("default_eps", "{output} ignores the eps it is given and uses 1e-5 (a default argument or a constant)",
+                lambda c: _as_out(sync_forward_reference(*_forward_args(c)[:2], c["beta"], 1e-5))),
+    )
+
+    def cases(self, rng):
+        out = []
+        # replicas see shifted data (the between-replica term matters); the first and third have unequal counts,
+        # the second equal ones, the third a shard of one example, the last a single replica
+        for ns, C, eps in (((3, 5, 2), 3, 1e-5), ((4, 4), 2, 0.1), ((1, 6, 3, 2), 4, 1e-3), ((7,), 3, 0.1)):
+            case = {"replicas": len(ns), "eps": eps, "gamma": rng.uniform(0.5, 2.0, size=C),
+                    "beta": rng.normal(size=C)}
+            offset = rng.normal(0, 2, size=C)
+            for r, n in enumerate(ns):
+                case[f"x{r}"] = rng.normal(size=(n, C)) * rng.uniform(0.3, 1.5) + offset + rng.normal(0, 1.5, size=C)
+            out.append(case)
+        return out
+
+    def run(self, fn, case):
+        R = case["replicas"]
+        res = fn(_shards_from(case, "x"), case["gamma"], case["beta"], case["eps"])
+        if not isinstance(res, (list, tuple)) or len(res) != R:
+            raise CheckFailure(f"sync_bn_forward must return a list of {R} arrays, one per shard; it returned "
+                               f"{describe_value(res)}")
+        return {f"out{r}": res[r] for r in range(R)}
+
+    def verify(self, case, result):
+        expect_inputs_unchanged(self, result)
+        want = sync_forward_reference(_shards_from(case, "x"), case["gamma"], case["beta"], case["eps"])
+        for r in range(case["replicas"]):
+            expect_array(f"out_shards[{r}]", result[f"out{r}"], want[r], rtol=1e-8, atol=1e-10,
+                         mistakes=self.mistakes, case=case, output=f"out{r}")
