@@ -80,3 +80,48 @@ def test_the_command_explains_a_failed_download(served, tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 1 and "download" in err and "apt-get install dataset-fashion-mnist" in err
     assert not any(p.suffix == ".gz" for p in (tmp_path / "d").glob("*"))
+
+
+@pytest.fixture
+def http_server(served):
+    """The fake files behind a real HTTP server on 127.0.0.1 (a thread; nothing listens beyond loopback)."""
+    import functools
+    import http.server
+    import threading
+    from pathlib import Path
+    from urllib.parse import urlparse
+    root = Path(urlparse(served["url"]).path)
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
+    handler.log_message = lambda *a, **k: None                                   # quiet
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+def test_the_command_downloads_over_http_from_a_local_server(served, http_server, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(get_data, "FASHION_MNIST_SHA256", served["checksums"])
+    dest = tmp_path / "over-http"
+    assert main(["get-data", "fashion-mnist", "--dest", str(dest), "--url", http_server]) == 0
+    assert sorted(p.name for p in dest.iterdir()) == sorted(served["checksums"])
+    monkeypatch.setenv(data.ENV_DIR, str(dest))
+    assert data.load_fashion_mnist("test")[0].shape == (20, 1, 28, 28)
+
+
+def test_offline_the_command_fails_with_a_clear_error_and_keeps_nothing(tmp_path, capsys):
+    import socket
+    with socket.socket() as s:                                   # a loopback port nobody listens on: "offline"
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    dest = tmp_path / "offline"
+    code = main(["get-data", "fashion-mnist", "--dest", str(dest), "--url", f"http://127.0.0.1:{port}/"])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "download" in err and "apt-get install dataset-fashion-mnist" in err and "BNCOURSE_FASHION_MNIST" in err
+    assert "Traceback" not in err
+    assert not list(dest.glob("*.gz")) and not list(dest.glob("*.part")), "nothing half-downloaded is left"
