@@ -7,6 +7,7 @@ variable behind therefore changes notebooks that run after it, in an order that 
 ``os.environ`` as it found it (``monkeypatch.setenv`` does).
 """
 import os
+import signal
 
 import pytest
 
@@ -30,3 +31,15 @@ def _environment_is_restored(request):
                 del os.environ[k]
         pytest.fail(f"{request.node.nodeid} left os.environ changed: {changed}; use monkeypatch.setenv or restore "
                     "it (notebook kernels started later in this worker inherit the environment)", pytrace=False)
+
+
+@pytest.fixture(autouse=True)
+def _sigint_handler_is_restored(request):
+    """A test must leave Ctrl-C's handler as it found it: ``check``'s time limit off the SIGALRM path interrupts
+    the main thread with a simulated SIGINT, which a leftover handler swallows (a later test then spins forever)."""
+    before = signal.getsignal(signal.SIGINT)
+    yield
+    after = signal.getsignal(signal.SIGINT)
+    if after is not before:
+        signal.signal(signal.SIGINT, before)         # repair it, so one leak fails one test, not the ones after it
+        pytest.fail(f"{request.node.nodeid} left the SIGINT handler changed: {before!r} -> {after!r}", pytrace=False)

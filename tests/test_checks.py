@@ -7,6 +7,7 @@ the mistake. The wrong implementations are written here from scratch (not with t
 from __future__ import annotations
 
 import re
+import signal
 import time
 
 import numpy as np
@@ -346,10 +347,36 @@ def test_infinite_loop_is_stopped_with_a_clear_message():
 def test_time_limit_thread_fallback(monkeypatch):
     import bncourse.checks.core as core
     monkeypatch.delattr(core.signal, "SIGALRM")
+    t0 = time.perf_counter()
     with pytest.raises(CheckTimeout, match="too slow"):
         with time_limit(0.3, "too slow"):
-            while True:
+            while time.perf_counter() - t0 < 30:          # bounded: a test must not spin forever if this breaks
                 pass
+    assert time.perf_counter() - t0 < 10
+
+
+def test_time_limit_thread_fallback_outlasts_a_swallowed_interrupt_and_a_foreign_handler(monkeypatch):
+    import bncourse.checks.core as core
+    monkeypatch.delattr(core.signal, "SIGALRM")
+    swallowed = []
+    previous = signal.signal(signal.SIGINT, lambda *a: swallowed.append(1))     # a library's leftover handler
+    try:
+        t0 = time.perf_counter()
+        with pytest.raises(CheckTimeout, match="too slow"):
+            with time_limit(0.3, "too slow"):
+                while time.perf_counter() - t0 < 30:
+                    try:
+                        while time.perf_counter() - t0 < 30:
+                            pass
+                    except KeyboardInterrupt:                  # student code that swallows the first interrupt
+                        swallowed.append("student")
+                        if swallowed.count("student") > 1:
+                            raise
+        assert time.perf_counter() - t0 < 10
+        assert swallowed == ["student", "student"], "the second interrupt stops it; the foreign handler never ran"
+        assert signal.getsignal(signal.SIGINT) is not signal.default_int_handler, "the caller's handler is back"
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def test_student_exception_is_wrapped_with_the_case():

@@ -657,8 +657,8 @@ def time_limit(seconds: float | None, message: str = "time limit exceeded") -> I
     """Raise :class:`CheckTimeout` (``message``) if the body runs longer than ``seconds``.
 
     Uses SIGALRM when called in the main thread of a POSIX process (the alarm repeats every 0.25 s,
-    so code that catches the first one still stops), else a ``threading.Timer`` that calls
-    ``_thread.interrupt_main``. Neither can interrupt a single long C call; the grader has its own
+    so code that catches the first one still stops), else a thread that calls ``_thread.interrupt_main``
+    (also every 0.25 s, with Ctrl-C's default handler installed for the duration). Neither can interrupt a single long C call; the grader has its own
     per-cell limit for that. Off the main thread without SIGALRM there is no limit.
     """
     if not seconds or seconds <= 0:
@@ -679,14 +679,19 @@ def time_limit(seconds: float | None, message: str = "time limit exceeded") -> I
             signal.setitimer(signal.ITIMER_REAL, 0)
             signal.signal(signal.SIGALRM, old_handler)
     elif main:
-        fired = threading.Event()
+        # Ctrl-C's default handler for the duration, so the simulated SIGINT becomes KeyboardInterrupt even where
+        # some library left its own handler; and, like the alarm above, repeated every 0.25 s until the body stops.
+        fired, done = threading.Event(), threading.Event()
 
         def _fire():
+            if done.wait(seconds):
+                return
             fired.set()
-            _thread.interrupt_main()
+            while not done.wait(0.25 if fired.is_set() else 0):
+                _thread.interrupt_main()
 
-        timer = threading.Timer(seconds, _fire)
-        timer.daemon = True
+        old_sigint = signal.signal(signal.SIGINT, signal.default_int_handler)
+        timer = threading.Thread(target=_fire, daemon=True, name="bncourse-time-limit")
         timer.start()
         try:
             yield
@@ -695,7 +700,9 @@ def time_limit(seconds: float | None, message: str = "time limit exceeded") -> I
                 raise CheckTimeout(message) from None
             raise
         finally:
-            timer.cancel()
+            done.set()
+            timer.join()
+            signal.signal(signal.SIGINT, old_sigint)
     else:
         yield
 
