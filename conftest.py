@@ -5,6 +5,13 @@ exactly as its stored outputs were produced: hash seed fixed (set iteration orde
 (stored outputs are CPU results; run by hand on a GPU machine, the chapters use CUDA).
 """
 import os
+import signal
+
+# A runner that starts the suite in the background (`cmd &` in a non-interactive shell, as many CI runners do)
+# hands every process SIGINT ignored, and Python then leaves it ignored. Ctrl-C's default handler back, so the
+# tests of code that is interrupted (check's time limit, the distributed launcher) run as they do in a terminal.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 os.environ["PYTHONHASHSEED"] = "0"
 os.environ.setdefault("BNCOURSE_DEVICE", "cpu")
